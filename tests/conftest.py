@@ -18,6 +18,9 @@ import pytest
 from cachesync import settings as settings_mod
 from cachesync.node import Node
 
+# Registry fixtures live in their own module; importing them here makes them visible to all tests.
+from registry_fixtures import *  # noqa: F401,F403 (re-exported fixtures)
+
 
 def mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve())
@@ -55,3 +58,20 @@ def make_node(tmp_path, requires_root) -> Callable[..., Node]:
         return Node.open(replace(base, **overrides))
 
     return make
+
+
+def docker_available() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def debian_base_image() -> str:
+    """The locally made ``debian:bookworm-slim`` (scripts/docker-base-image.sh)."""
+    if not docker_available():
+        pytest.skip("no Docker engine running (make test starts one)")
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run(["bash", str(root / "scripts" / "docker-base-image.sh")],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.fail(f"cannot make the base image: {p.stderr[-2000:]}")
+    return "debian:bookworm-slim"
