@@ -26,6 +26,15 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A layer in the storage: its parent (None at the bottom) and its uncompressed size."""
+
+    id: str
+    parent: str | None
+    size: int
+
+
+@dataclass(frozen=True)
 class Container:
     id: str
     name: str
@@ -108,3 +117,23 @@ class Buildah:
 
     def rmi(self, *images: str, force: bool = False) -> None:
         self._run("rmi", *(["--force"] if force else []), *images)
+
+    # the storage's own records (read-only; containers/storage writes them atomically)
+    def _storage_json(self, relative: str) -> list[dict]:
+        path = self.graphroot / relative
+        try:
+            return json.loads(path.read_text() or "[]") or []
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise BuildahError(["storage", relative], 1, f"cannot read {path}: {e}") from e
+
+    def layers(self) -> dict[str, Layer]:
+        """Every layer of this storage by id (from ``<graphroot>/<driver>-layers/layers.json``)."""
+        return {r["id"]: Layer(r["id"], r.get("parent") or None, int(r.get("diff-size") or 0))
+                for r in self._storage_json(f"{self.driver}-layers/layers.json")}
+
+    def image_top_layers(self) -> dict[str, str]:
+        """Image id -> id of its top layer (from ``<graphroot>/<driver>-images/images.json``)."""
+        return {r["id"]: r.get("layer", "")
+                for r in self._storage_json(f"{self.driver}-images/images.json")}

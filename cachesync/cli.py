@@ -134,23 +134,30 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings_mod.
 def cmd_helper(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from . import volume
 
-    spec = volume.VolumeSpec.from_inputs(helper_inputs(vars(args), env))
+    values = helper_inputs(vars(args), env)
     if args.action == "setup":
+        spec = volume.VolumeSpec.from_inputs(values)  # validates everything, touches nothing
         if node.settings.registry is not None:
             from . import pull
             pull.refresh_for_setup(node, spec.cache)
         result = volume.setup(node, spec)
     else:
-        result = volume.teardown(node, spec, helper_inputs(vars(args), env).get("job_result",
-                                                                                "unknown"))
+        target = volume.teardown_target(values)  # VOL_NAME (+ VOL_DIR) is enough
+        result = volume.teardown(node, target, values.get("job_result", "unknown"))
     print(result.summary())
     return 0
 
 
 def cmd_status(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import functools
+
     from . import status
 
-    report = status.collect(node, remote=not args.offline)
+    remote_lookup = None
+    if node.settings.registry is not None and not args.offline:
+        from . import pull
+        remote_lookup = functools.partial(pull.remote_newest, node)
+    report = status.collect(node, remote_lookup)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
     return 0
 

@@ -75,3 +75,70 @@ def debian_base_image() -> str:
     if p.returncode != 0:
         pytest.fail(f"cannot make the base image: {p.stderr[-2000:]}")
     return "debian:bookworm-slim"
+
+
+# --- node core helpers (volumes) -------------------------------------------------------------
+
+@pytest.fixture
+def vol_spec(tmp_path):
+    """``vol_spec("v1", cache="c", write=True)`` -> a VolumeSpec with VOL_DIR under tmp_path."""
+    from cachesync.volume import VolumeSpec
+
+    def make(vol_name: str = "pvc-1", cache: str = "cache", namespace: str = "ns",
+             write: bool = True, vol_dir: Path | None = None):
+        return VolumeSpec.from_inputs({
+            "vol_name": vol_name, "vol_dir": str(vol_dir or tmp_path / "vols" / vol_name),
+            "vol_mode": "Filesystem", "pvc_namespace": namespace, "pvc_name": "claim",
+            "cache_name": cache, "cache_write": "true" if write else "false"})
+
+    return make
+
+
+@pytest.fixture
+def commit_files(vol_spec):
+    """``commit_files(node, {"a.txt": "x"}, cache="c")`` -> the generation committed: sets up a
+    writable volume, writes the files (a None value deletes), tears it down as succeeded."""
+    from cachesync import volume
+
+    counter = iter(range(10**6))
+
+    def commit(node: Node, files: dict[str, str | None], cache: str = "cache",
+               namespace: str = "ns"):
+        spec = vol_spec(f"commit-{next(counter)}", cache=cache, namespace=namespace)
+        volume.setup(node, spec)
+        for rel, content in files.items():
+            p = spec.vol_dir / rel
+            if content is None:
+                p.unlink()
+            else:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(content)
+        result = volume.teardown(node, spec, "succeeded")
+        assert result.committed is not None, result.summary()
+        return result.committed
+
+    return commit
+
+
+def volume_files(vol_dir: Path) -> dict[str, str]:
+    """Relative path -> content of every file under a volume."""
+    return {str(p.relative_to(vol_dir)): p.read_text()
+            for p in sorted(vol_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def read_cache(vol_spec):
+    """``read_cache(node, cache="c")`` -> the files a fresh read-only volume of the cache shows."""
+    from cachesync import volume
+
+    counter = iter(range(10**6))
+
+    def read(node: Node, cache: str = "cache", namespace: str = "ns") -> dict[str, str]:
+        spec = vol_spec(f"reader-{next(counter)}", cache=cache, namespace=namespace, write=False)
+        volume.setup(node, spec)
+        try:
+            return volume_files(spec.vol_dir)
+        finally:
+            assert volume.teardown(node, spec, "succeeded").committed is None
+
+    return read
