@@ -118,6 +118,10 @@ class Buildah:
     def rmi(self, *images: str, force: bool = False) -> None:
         self._run("rmi", *(["--force"] if force else []), *images)
 
+    def pull(self, image: str, tls_verify: bool = True) -> str:
+        """``buildah pull`` from a registry (tests and benchmarks: the standard client)."""
+        return self._run("pull", "--quiet", f"--tls-verify={str(tls_verify).lower()}", image)
+
     # the storage's own records (read-only; containers/storage writes them atomically)
     def _storage_json(self, relative: str) -> list[dict]:
         path = self.graphroot / relative

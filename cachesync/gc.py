@@ -48,8 +48,9 @@ def plan(gens: list[GenInfo], layer_sizes: dict[str, int], in_use: set[str],
 
     Kept always: the newest generation of every cache, generations whose image a volume uses
     (``in_use``: image ids), generations waiting in the journal (``pending``). Of the rest, the
-    oldest go first while usage exceeds ``budget``; with no budget, all but the newest
-    ``KEEP_WITHOUT_BUDGET`` of each cache go.
+    oldest that frees bytes goes first, again and again while usage (shared layers counted once)
+    exceeds ``budget``; a generation whose layers others still use frees nothing and stays. With
+    no budget, all but the newest ``KEEP_WITHOUT_BUDGET`` of each cache go.
     """
     newest: dict[CacheRef, Generation] = {}
     for g in gens:
@@ -69,12 +70,19 @@ def plan(gens: list[GenInfo], layer_sizes: dict[str, int], in_use: set[str],
             keep.update((ref, gen) for gen in ours[:KEEP_WITHOUT_BUDGET])
         return [g for g in candidates if (g.ref, g.generation) not in keep]
     remaining = list(gens)
-    removed = []
-    for g in candidates:
-        if disk_usage(remaining, layer_sizes) <= budget:
-            break
-        remaining.remove(g)
-        removed.append(g)
+    removed: list[GenInfo] = []
+    changed = True
+    while changed and disk_usage(remaining, layer_sizes) > budget:
+        changed = False
+        for g in candidates:
+            if g in removed:
+                continue
+            rest = [r for r in remaining if r != g]
+            if disk_usage(rest, layer_sizes) < disk_usage(remaining, layer_sizes):
+                remaining = rest            # frees bytes; one that frees none stays
+                removed.append(g)
+                changed = True
+                break
     return removed
 
 
@@ -104,7 +112,7 @@ def run(node: Node, dry_run: bool = False) -> GcResult:
     result = GcResult(dry_run)
     _leftovers(node, result)
     _generations(node, result)
-    log.info(result.summary())
+    log.debug(result.summary())
     return result
 
 

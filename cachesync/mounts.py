@@ -148,25 +148,32 @@ def umount(target: Path | str, lazy: bool = False) -> None:
 def unmount_all(target: Path | str) -> int:
     """Unmount every mount at or below ``target`` (stacked ones too); busy ones lazily.
 
-    Returns how many were unmounted. A mount that vanished meanwhile is not an error.
+    Returns how many were unmounted. A mount hidden under another one is retried once the one
+    on top is gone; one that vanished meanwhile is not an error.
     """
     count = 0
     while True:
         entries = mounts_under(target)
         if not entries:
             return count
-        entry = entries[0]
-        try:
-            umount(entry.mountpoint)
-        except MountError as e:
-            cause = e.__cause__
-            code = cause.errno if isinstance(cause, OSError) else None
-            if code == errno.EBUSY:
-                log.warning("%s is busy, detaching it lazily", entry.mountpoint)
-                umount(entry.mountpoint, lazy=True)
-            elif code in (errno.EINVAL, errno.ENOENT):
-                if find_mount(entry.mountpoint) == entry:  # still there: a real failure
+        progress, last_error = False, None
+        for entry in entries:
+            try:
+                umount(entry.mountpoint)
+            except MountError as e:
+                cause = e.__cause__
+                code = cause.errno if isinstance(cause, OSError) else None
+                if code == errno.EBUSY:
+                    log.warning("%s is busy, detaching it lazily", entry.mountpoint)
+                    umount(entry.mountpoint, lazy=True)
+                elif code in (errno.EINVAL, errno.ENOENT):   # hidden or already gone
+                    last_error = e
+                    continue
+                else:
                     raise
-            else:
-                raise
-        count += 1
+            count += 1
+            progress = True
+            break
+        if not progress:
+            assert last_error is not None
+            raise last_error

@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import oras.provider
 import requests
@@ -48,6 +48,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
 MAX_MANIFEST = 4 * 1024 * 1024
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Registry:
                 "registry unavailable, retrying (try %d): %s", rs.attempt_number,
                 rs.outcome.exception() if rs.outcome else "", extra={"event": "retry"}))
 
-    def retried(self, fn: Callable[[], object], attempts: int | None = None):  # noqa: ANN201
+    def retried(self, fn: Callable[[], T], attempts: int | None = None) -> T:
         """Run ``fn`` again on RegistryUnavailable only, with bounded backoff."""
         return self._retrying(attempts)(fn)
 

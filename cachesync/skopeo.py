@@ -12,7 +12,9 @@ How a commit's layers become compressed blobs without recompressing unchanged lo
   instead of 2 s for the same image);
 - so ``export`` copies uncompressed, and ``compress`` then runs skopeo again on a small layout
   holding only the layers that have no compressed blob yet, with ``--dest-compress-format``.
-  The DiffID -> compressed blob table lives in the BlobStore (oci.py).
+  The DiffID -> compressed blob table lives in the BlobStore (oci.py);
+- an image none of whose layers was compressed before (a cache's first push) is copied
+  compressed in one pass instead (``export_compressed``), and its layers are marked exported.
 
 For a pull, ``import_layout`` copies ``oci: -> containers-storage``; layers the storage already
 holds are given to it by DiffID (uncompressed descriptor) and are reused, never read.
@@ -79,6 +81,29 @@ def export(skopeo: Skopeo, buildah: Buildah, image: str, store: BlobStore, name:
     config = json.loads(store.read_blob(manifest.config.digest, store.export))
     diff_ids = tuple(config["rootfs"]["diff_ids"])
     return manifest.config, manifest.layers, diff_ids
+
+
+def export_compressed(skopeo: Skopeo, buildah: Buildah, image: str, store: BlobStore, name: str,
+                      compression: str) -> tuple[Descriptor, tuple[Descriptor, ...]]:
+    """Copy ``image`` compressed straight into the blob store's layout, in one pass (for an
+    image none of whose layers has a compressed blob yet). Returns (config, layers)."""
+    store.ensure()
+    skopeo.copy(buildah.storage_transport + image, f"oci:{store.layout}:{name}",
+                "--dest-compress-format", compression)
+    entry = store.index_entry(name)
+    store.remove_index_entry(name)
+    if entry is None:
+        raise BuildahError(["skopeo", "copy"], 1, f"export of {image} left no index entry")
+    manifest = parse_manifest(store.read_blob(entry.digest), entry.digest, f"exported {image}")
+    return manifest.config, manifest.layers
+
+
+def mark_exported(store: BlobStore, diff_id: str) -> None:
+    """An empty placeholder for layer ``diff_id`` in the export layout: the next uncompressed
+    export skips that layer (skopeo only checks that the blob file exists)."""
+    path = store.blob_path(diff_id, store.export)
+    if not path.exists():
+        path.touch()
 
 
 def compress(skopeo: Skopeo, store: BlobStore, layers: Sequence[Descriptor], compression: str

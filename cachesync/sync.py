@@ -35,7 +35,7 @@ from .oci import (ANNOTATION_CREATED, ANNOTATION_GENERATION, COMPRESSED_TYPE, MA
                   BlobStore, Descriptor, build_manifest, parse_manifest, punch_placeholder)
 from .progress import Progress, human
 from .registry import Registry
-from .skopeo import Skopeo, compress, export
+from .skopeo import Skopeo, compress, export, export_compressed, mark_exported
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,22 @@ def prepare(node: Node, entry: JournalEntry, store: BlobStore, skopeo: Skopeo) -
     """Export and compress the entry's image into the blob store; build its manifest."""
     compression = node.settings.registry.compression if node.settings.registry else "zstd"
     ref, image = entry.ref, entry.ref.local_image(entry.tag)
+    diff_ids = node.buildah.inspect_image(image)["OCIv1"]["rootfs"].get("diff_ids") or []
+    if all(store.compressed_for(d, compression) is None for d in diff_ids):
+        # nothing to reuse (a first push): one compressed pass, no uncompressed copy
+        with node.state.lock("oci-layout", node.settings.lock_timeout):
+            config, blobs = export_compressed(skopeo, node.buildah, image, store,
+                                              layout_name(ref, entry.tag), compression)
+        if len(blobs) != len(diff_ids):
+            raise BuildahError(["skopeo", "copy"], 1, f"export of {image} changed the layers")
+        for diff_id, blob in zip(diff_ids, blobs):
+            store.remember_compressed(diff_id, compression, blob)
+            mark_exported(store, diff_id)
+    for diff_id in diff_ids:  # a placeholder whose compressed blob is gone must be re-exported
+        exported = store.blob_path(diff_id, store.export)
+        if (store.compressed_for(diff_id, compression) is None and exported.exists()
+                and exported.stat().st_blocks == 0):
+            exported.unlink()
     config, layers, diff_ids = export(skopeo, node.buildah, image, store,
                                       layout_name(ref, entry.tag))
     todo = [x for x in layers if store.compressed_for(x.digest, compression) is None]

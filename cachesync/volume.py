@@ -18,149 +18,28 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from . import mounts, records, store
-from .errors import BuildahError, CachesyncError, UsageError, VolumeError
+from .errors import BuildahError, CachesyncError, VolumeError
 from .generations import Generation, next_generation
 from .journal import JournalEntry
-from .names import CacheRef, validate_cache_name, validate_namespace
+from .names import CacheRef
 from .node import Node
 from .records import READY, VolumeRecord
+# the inputs live in spec.py; volume.VolumeSpec and volume.teardown_target are the public names
+from .spec import VolumeKey, VolumeSpec, parse_job_result, teardown_target
+
+__all__ = ["VolumeSpec", "VolumeKey", "SetupResult", "TeardownResult", "CommitDecision", "setup",
+           "teardown", "teardown_target", "commit_decision", "should_squash", "release"]
 
 log = logging.getLogger(__name__)
 
-JOB_RESULTS = ("succeeded", "failed", "unknown")
 VOLUME_ROOT_MODE = 0o777   # like local-path-provisioner: any build user may write
-_VOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")   # DNS subdomain (PV names)
-
-# helper input key -> the variable a user sets (for messages)
-_VAR = {"vol_dir": "VOL_DIR", "vol_name": "VOL_NAME", "vol_mode": "VOL_MODE",
-        "vol_size_bytes": "VOL_SIZE_BYTES", "pvc_namespace": "PVC_NAMESPACE",
-        "pvc_name": "PVC_NAME", "cache_name": "CACHE_NAME", "cache_write": "CACHE_WRITE",
-        "job_result": "JOB_RESULT"}
-
-
-# ---------------------------------------------------------------------------- inputs
-
-def _missing(key: str) -> UsageError:
-    return UsageError(f"missing {_VAR[key]} (or --{key.replace('_', '-')})")
-
-
-def validate_vol_name(value: str) -> str:
-    if not _VOL_NAME.fullmatch(value) or ".." in value:
-        raise UsageError(f"invalid VOL_NAME {value!r}: must be a DNS subdomain (lowercase "
-                         "letters, digits, '-' and '.', at most 253 characters)")
-    return value
-
-
-def validate_vol_dir(value: str) -> Path:
-    if not value.startswith("/"):
-        raise UsageError(f"invalid VOL_DIR {value!r}: must be an absolute path")
-    parts = value.split("/")
-    if ".." in parts or "." in parts or "\0" in value:
-        raise UsageError(f"invalid VOL_DIR {value!r}: must not contain '.' or '..' components")
-    path = Path(os.path.normpath(value))
-    if len(path.parts) < 3:
-        raise UsageError(f"invalid VOL_DIR {value!r}: must be at least two levels below /")
-    return path
-
-
-def parse_job_result(value: str | None) -> str:
-    result = (value or "unknown").strip().lower()
-    if result not in JOB_RESULTS:
-        raise UsageError(f"invalid JOB_RESULT {value!r}: must be succeeded, failed or unknown")
-    return result
-
-
-def _parse_bool(key: str, value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    text = value.strip().lower()
-    if text not in ("true", "false"):
-        raise UsageError(f"invalid {_VAR[key]} {value!r}: must be true or false")
-    return text == "true"
-
-
-@dataclass(frozen=True)
-class VolumeKey:
-    """A volume known only by name (and maybe directory): what teardown needs at least."""
-
-    vol_name: str
-    vol_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class VolumeSpec:
-    """Everything about one volume, validated. Building one touches nothing."""
-
-    vol_name: str
-    vol_dir: Path
-    cache: CacheRef
-    writable: bool = False
-    size_bytes: int | None = None
-    pvc_namespace: str | None = None
-    pvc_name: str | None = None
-
-    @property
-    def key(self) -> VolumeKey:
-        return VolumeKey(self.vol_name, self.vol_dir)
-
-    @classmethod
-    def from_inputs(cls, values: Mapping[str, str]) -> "VolumeSpec":
-        """From the helper protocol values (keys: cli.HELPER_VARS); UsageError if anything is
-        missing or wrong."""
-        v = {k: val for k, val in values.items() if val is not None}
-        for key in ("vol_name", "vol_dir", "pvc_namespace"):
-            if not v.get(key):
-                raise _missing(key)
-        vol_name = validate_vol_name(v["vol_name"])
-        vol_dir = validate_vol_dir(v["vol_dir"])
-        mode = v.get("vol_mode") or "Filesystem"
-        if mode != "Filesystem":
-            raise UsageError(f"invalid VOL_MODE {mode!r}: cache volumes are Filesystem only")
-        size = v.get("vol_size_bytes") or None
-        if size is not None:
-            if not re.fullmatch(r"\d{1,20}", size.strip()):
-                raise UsageError(f"invalid VOL_SIZE_BYTES {size!r}: must be a whole number of "
-                                 "bytes")
-            size = int(size)
-        namespace = validate_namespace(v["pvc_namespace"])
-        pvc_name = v.get("pvc_name") or None
-        if pvc_name is not None and not _VOL_NAME.fullmatch(pvc_name):
-            raise UsageError(f"invalid PVC_NAME {pvc_name!r}: must be a DNS subdomain")
-        cache_name = v.get("cache_name") or pvc_name
-        if not cache_name:
-            raise UsageError("missing CACHE_NAME (or PVC_NAME, its default)")
-        validate_cache_name(cache_name)
-        writable = _parse_bool("cache_write", v.get("cache_write"), False)
-        if "job_result" in v:
-            parse_job_result(v["job_result"])
-        return cls(vol_name, vol_dir, CacheRef(namespace, cache_name), writable, size,
-                   namespace, pvc_name)
-
-    @classmethod
-    def from_record(cls, rec: VolumeRecord) -> "VolumeSpec":
-        return cls(rec.vol_name, Path(rec.vol_dir), rec.cache, rec.writable, rec.size_bytes,
-                   rec.pvc_namespace, rec.pvc_name)
-
-
-def teardown_target(values: Mapping[str, str]) -> VolumeSpec | VolumeKey:
-    """What a teardown names: a full spec when the cache variables are given, else VOL_NAME (and
-    VOL_DIR if given) alone; the rest comes from the volume record. Validates what is given."""
-    v = {k: val for k, val in values.items() if val}
-    if not v.get("vol_name"):
-        raise _missing("vol_name")
-    parse_job_result(v.get("job_result"))
-    if v.get("pvc_namespace") and (v.get("cache_name") or v.get("pvc_name")):
-        return VolumeSpec.from_inputs(v)
-    return VolumeKey(validate_vol_name(v["vol_name"]),
-                     validate_vol_dir(v["vol_dir"]) if v.get("vol_dir") else None)
 
 
 # ---------------------------------------------------------------------------- decisions
@@ -232,7 +111,7 @@ class TeardownResult:
 
 def setup(node: Node, spec: VolumeSpec) -> SetupResult:
     ctx = {"cache": str(spec.cache), "volume": spec.vol_name}
-    with records.volume_lock(node.state, spec.vol_name, node.settings.lock_timeout):
+    with records.volume_lock(node.state, spec.vol_name, node.settings.lock_timeout) as lock:
         rec = records.load(node.state, spec.vol_name)
         if rec is not None and rec.phase == READY:
             if (Path(rec.vol_dir), rec.cache, rec.writable) != (spec.vol_dir, spec.cache,
@@ -246,8 +125,13 @@ def setup(node: Node, spec: VolumeSpec) -> SetupResult:
         if rec is not None:  # a setup died half way: clear what it left, then start over
             log.warning("clearing a half-made volume", extra=ctx)
             release(node, rec)
-        _check_vol_dir_free(spec.vol_dir)
-        rec = _create(node, spec, ctx)
+        try:
+            _check_vol_dir_free(spec.vol_dir)
+            rec = _create(node, spec, ctx)
+        except BaseException:
+            if records.load(node.state, spec.vol_name) is None:  # rolled back completely
+                lock.remove()
+            raise
         log.info("volume ready", extra=ctx)
         return _setup_result(rec)
 
@@ -282,6 +166,8 @@ def _create(node: Node, spec: VolumeSpec, ctx: dict) -> VolumeRecord:
         merged = node.buildah.mount(rec.container)
         undo.append(("unmount container", lambda: node.buildah.umount(rec.container)))
         upper = mounts.overlay_upperdir(merged) or merged.parent / "diff"
+        rec = replace(rec, merged=str(merged), upper=str(upper))
+        records.save(node.state, rec)   # a crash from here on leaves the overlay findable
         made = _make_dirs(spec.vol_dir)
         undo.append(("remove VOL_DIR", lambda: _remove_made_dirs(made)))
         mounts.bind(merged, spec.vol_dir)
@@ -292,7 +178,7 @@ def _create(node: Node, spec: VolumeSpec, ctx: dict) -> VolumeRecord:
         except OSError as e:
             raise VolumeError(f"cannot open volume {spec.vol_dir} to all users: "
                               f"{e.strerror}") from e
-        rec = replace(rec, phase=READY, merged=str(merged), upper=str(upper))
+        rec = replace(rec, phase=READY)
         records.save(node.state, rec)
         return rec
     except BaseException:
@@ -373,11 +259,13 @@ def teardown(node: Node, spec: VolumeSpec | VolumeKey,
         if rec is None:
             removed = _remove_leftovers(node, key)
             lock.remove()
-            return TeardownResult(key.vol_name, getattr(spec, "cache", None), None,
-                                  "no record", removed=removed)
+            return TeardownResult(key.vol_name, key.cache, None, "no record", removed=removed)
         if key.vol_dir is not None and Path(rec.vol_dir) != key.vol_dir:
             raise VolumeError(f"volume {rec.vol_name} is mounted at {rec.vol_dir}, not at "
                               f"{key.vol_dir}; nothing was changed")
+        if key.cache is not None and key.cache != rec.cache:
+            raise VolumeError(f"volume {rec.vol_name} is a volume of {rec.cache}, not of "
+                              f"{key.cache}; nothing was changed")
         ctx["cache"] = str(rec.cache)
         mounts.unmount_all(rec.vol_dir)          # the job is done: no more writes
         committed, squashed = None, False
@@ -387,7 +275,8 @@ def teardown(node: Node, spec: VolumeSpec | VolumeKey,
             decision = CommitDecision(False, "committed by an earlier teardown")
             committed = Generation.parse(rec.commit_tag or "")
         else:
-            decision = commit_decision(rec.writable, job_result, node.settings.commit_on,
+            writable = rec.writable and key.writable is not False
+            decision = commit_decision(writable, job_result, node.settings.commit_on,
                                        has_changes(rec))
         if decision.commit:
             committed, squashed = _commit(node, rec, ctx)
@@ -422,17 +311,19 @@ def has_changes(rec: VolumeRecord) -> bool:
 
 def _commit(node: Node, rec: VolumeRecord, ctx: dict) -> tuple[Generation, bool]:
     ref = rec.cache
+    base_layers = store.layer_count(node, rec.base_image) if rec.base_image else 0
+    squash = should_squash(base_layers, node.settings.max_layers)
     with node.state.cache_lock(ref, node.settings.lock_timeout):
         if rec.commit_tag:   # an earlier teardown died while committing: did it finish?
             gen = Generation.parse(rec.commit_tag)
             done = next((img for g, img in store.local_generations(node, ref) if g == gen), None)
             if gen is not None and done is not None:
+                log.info("commit %s was made before a crash; journaling it", gen.tag,
+                         extra={**ctx, "generation": gen.tag})
                 _journal(node, rec, gen, done.id)
-                return gen, store.layer_count(node, done.id) == 1
+                return gen, squash
         newest = store.newest_local(node, ref)
         gen = next_generation(node.node_id, newest[0] if newest else None)
-        base_layers = store.layer_count(node, rec.base_image) if rec.base_image else 0
-        squash = should_squash(base_layers, node.settings.max_layers)
         records.save(node.state, replace(rec, commit_tag=gen.tag))
         t0 = time.monotonic()
         image_id = node.buildah.commit(rec.container, ref.local_image(gen.tag), squash=squash)

@@ -19,7 +19,7 @@ class Attempts:
 
     @classmethod
     def of(cls, obj: Obj, action: str) -> "Attempts":
-        ann = objects.annotations(obj)
+        ann = objects.annotations_of(obj)
         raw = ann.get(keys.failures_key(action), "0")
         return cls(int(raw) if raw.isdigit() else 0,
                    objects.parse_time(ann.get(keys.retry_after_key(action))))
@@ -43,7 +43,7 @@ def record_failure(obj: Obj, state: HelperState, action: str, node: str, pod_nam
                    settings: Settings, now: float) -> tuple[list[Action], Attempts]:
     """Actions for a failed or timed-out helper Pod: a Warning event, the counters, and deleting
     the Pod (so the next try can start under the same name after the backoff)."""
-    ann = objects.annotations(obj)
+    ann = objects.annotations_of(obj)
     before = Attempts.of(obj, action)
     counted = bool(state.pod_uid) and ann.get(keys.LAST_FAILED_POD) == state.pod_uid
     failures = before.failures if counted else before.failures + 1

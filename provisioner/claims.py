@@ -35,7 +35,7 @@ class ClaimRequest:
 
 
 def _check_annotations(pvc: Obj, where: str) -> None:
-    for key in objects.annotations(pvc):
+    for key in objects.annotations_of(pvc):
         if not key.startswith("cachesync.io/") or key in (keys.CACHE_NAME, keys.WRITE) or \
                 key in _OURS or key.endswith(_OUR_SUFFIXES):
             continue
@@ -71,7 +71,7 @@ def read(pvc: Obj, storage_class: Obj) -> ClaimRequest:
     except ValueError as e:
         raise ClaimError(f"{where}: resources.requests.storage: {e}", "InvalidRequest") from e
     _check_annotations(pvc, where)
-    ann = objects.annotations(pvc)
+    ann = objects.annotations_of(pvc)
     cache_name = ann.get(keys.CACHE_NAME, name)
     try:
         validate_namespace(ns)

@@ -13,7 +13,7 @@ Opt out per StorageClass with ``releaseOnPodCompletion: "false"``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from . import classes, keys, objects, release
 from .actions import Delete, Event, Outcome, Patch
@@ -31,7 +31,7 @@ class ClaimUse:
     pvc: Obj | None
     storage_class: Obj | None = None
     pv: Obj | None = None
-    users: list[Obj] = field(default_factory=list)
+    users: Sequence[Obj] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _owned_by(pvc: Obj, pod: Obj) -> bool:
                for o in objects.meta(pvc).get("ownerReferences") or [])
 
 
-def aggregate(users: list[Obj]) -> JobResult:
+def aggregate(users: Sequence[Obj]) -> JobResult:
     phases = [objects.status(p).get("phase") for p in users]
     if "Failed" in phases:
         return "failed"
@@ -106,7 +106,7 @@ def _claim(pod: Obj, mount: ClaimMount, use: ClaimUse | None) -> tuple[list, str
     busy = [objects.name(u) for u in users if objects.status(u).get("phase") not in TERMINAL]
     result = aggregate(users)
     actions: list = []
-    current = objects.annotations(pv).get(keys.JOB_RESULT)
+    current = objects.annotations_of(pv).get(keys.JOB_RESULT)
     if current != "failed" and current != result and (result == "failed" or not busy):
         actions.append(Patch("PersistentVolume", objects.name(pv), None,
                              objects.annotations_patch({keys.JOB_RESULT: result})))
@@ -118,7 +118,7 @@ def _claim(pod: Obj, mount: ClaimMount, use: ClaimUse | None) -> tuple[list, str
                          "restart policy keeps the claim")
     ns, name = objects.namespace(pvc), objects.name(pvc)
     if not objects.is_deleting(pvc):
-        write = objects.annotations(pv).get(keys.VOLUME_PREFIX + "write") == "true"
+        write = objects.annotations_of(pv).get(keys.VOLUME_PREFIX + "write") == "true"
         effective = "failed" if current == "failed" else result
         actions.append(Event(objects.ref(pvc), "Normal", "ReleasedOnPodCompletion",
                              f"pod {objects.name(pod)} {phase_word(pod)}: deleting the claim so "

@@ -60,7 +60,7 @@ class Controller:
         sc = self.kube.get("StorageClass", sc_name) if sc_name else None
         if sc is None or sc.get("provisioner") != keys.PROVISIONER:
             return provision.ClaimView(pvc, sc)
-        node_name = objects.annotations(pvc).get(keys.SELECTED_NODE)
+        node_name = objects.annotations_of(pvc).get(keys.SELECTED_NODE)
         pv_name = pv_name_for(objects.uid(pvc))
         ns = self.settings.namespace
         return provision.ClaimView(
@@ -75,7 +75,7 @@ class Controller:
         pv = self.kube.get("PersistentVolume", name)
         if pv is None or not release.is_ours(pv):
             return None
-        node_name = objects.annotations(pv).get(keys.VOLUME_PREFIX + "node")
+        node_name = objects.annotations_of(pv).get(keys.VOLUME_PREFIX + "node")
         return release.VolumeView(
             pv=pv, node=self.kube.get("Node", node_name) if node_name else None,
             teardown_pod=self.kube.get("Pod", pod_name("teardown", name), self.settings.namespace))
@@ -185,7 +185,7 @@ class Controller:
             action = objects.labels(obj).get(keys.ACTION)
             if action == "teardown":
                 return [("volume", objects.labels(obj).get(keys.FOR_VOLUME, ""))]
-            ann = objects.annotations(obj)
+            ann = objects.annotations_of(obj)
             return [("claim", ann.get(keys.VOLUME_PREFIX + "pvc-namespace", ""),
                      ann.get(keys.VOLUME_PREFIX + "pvc-name", ""))]
         if kind == "Pod":

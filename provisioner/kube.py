@@ -219,7 +219,9 @@ class Kube:
         """(ADDED|MODIFIED|DELETED, object) until the server ends the watch; KubeError (410
         Gone included) when the caller must list again."""
         fn, k = self._method(kind, "list", all_namespaces=namespace is None)
-        kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds, "deserialize": False,
+        # deserialize stays on: the client's ERROR handling (410 Gone) needs it; we read
+        # raw_object, the event's object exactly as the API sent it.
+        kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds,
                                   "allow_watch_bookmarks": True}
         if k.namespaced and namespace is not None:
             kwargs["namespace"] = namespace
@@ -230,7 +232,7 @@ class Kube:
         w = kube_watch.Watch()
         try:
             for event in w.stream(fn, **kwargs):
-                obj = event.get("raw_object") or event.get("object") or {}
+                obj = event.get("raw_object") or {}
                 if event.get("type") == "BOOKMARK":
                     continue
                 obj.setdefault("kind", kind)

@@ -84,6 +84,24 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     return s
 
 
+def own_image_and_namespace(kube, settings: Settings, args: argparse.Namespace,
+                            env: Mapping[str, str]) -> Settings:
+    """In a Pod (POD_NAME/POD_NAMESPACE from the downward API) and without an explicit
+    --helper-image/--namespace: helper Pods use the provisioner's own image and namespace, so a
+    kustomize ``images:`` override changes both at once."""
+    pod_name, pod_ns = env.get("POD_NAME"), env.get("POD_NAMESPACE")
+    if not pod_name or not pod_ns:
+        return settings
+    if args.namespace is None and not env.get(ENV_PREFIX + "NAMESPACE"):
+        settings = replace(settings, namespace=pod_ns)
+    if args.helper_image is None and not env.get(ENV_PREFIX + "HELPER_IMAGE"):
+        pod = kube.get("Pod", pod_name, pod_ns)
+        containers = (pod or {}).get("spec", {}).get("containers") or []
+        if containers and containers[0].get("image"):
+            settings = replace(settings, helper_image=containers[0]["image"])
+    return settings
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     args = build_parser().parse_args(argv)
@@ -95,6 +113,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         from .kube import Kube
 
         kube = Kube.connect(args.kubeconfig, args.context)
+        settings = own_image_and_namespace(kube, settings, args, env)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -37,7 +37,7 @@ class ClaimView:
 
 
 def _node_name(view: ClaimView) -> str | None:
-    return objects.annotations(view.pvc).get(keys.SELECTED_NODE) or None
+    return objects.annotations_of(view.pvc).get(keys.SELECTED_NODE) or None
 
 
 def build_record(request: claims.ClaimRequest, decision: policy.WriteDecision, node: Obj,
@@ -121,7 +121,7 @@ def _setup(view: ClaimView, record: VolumeRecord, decision: policy.WriteDecision
         out.requeue_after, out.note = settings.poll_interval, f"setup {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         try:  # the record the setup ran with (the policy may have changed meanwhile)
-            done = VolumeRecord.from_annotations(objects.annotations(view.setup_pod), f"Pod {name}")
+            done = VolumeRecord.from_annotations(objects.annotations_of(view.setup_pod), f"Pod {name}")
         except ClaimError:
             done = record
         out.add(Create("PersistentVolume", persistent_volume(done)),
@@ -166,14 +166,14 @@ def _finish(view: ClaimView, settings: Settings) -> Outcome:
 def _cleanup_record(view: ClaimView, settings: Settings) -> VolumeRecord | None:
     if view.setup_pod is not None:
         try:
-            return VolumeRecord.from_annotations(objects.annotations(view.setup_pod), "setup Pod")
+            return VolumeRecord.from_annotations(objects.annotations_of(view.setup_pod), "setup Pod")
         except ClaimError:
             pass
     try:
         request = claims.read(view.pvc, view.storage_class)  # type: ignore[arg-type]  # ours
     except ClaimError:
         return None
-    return build_record(request, policy.WriteDecision(False, "cleanup"), view.node or {},  # type: ignore[arg-type]  # node checked by caller
+    return build_record(request, policy.WriteDecision(False, "cleanup"), view.node or {},
                         settings)
 
 

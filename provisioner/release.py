@@ -30,7 +30,7 @@ class VolumeView:
 
 
 def is_ours(pv: Obj | None) -> bool:
-    return objects.annotations(pv).get(keys.PROVISIONED_BY) == keys.PROVISIONER
+    return objects.annotations_of(pv).get(keys.PROVISIONED_BY) == keys.PROVISIONER
 
 
 def needs_release(pv: Obj) -> bool:
@@ -39,7 +39,7 @@ def needs_release(pv: Obj) -> bool:
 
 
 def job_result(pv: Obj) -> JobResult:
-    value = objects.annotations(pv).get(keys.JOB_RESULT)
+    value = objects.annotations_of(pv).get(keys.JOB_RESULT)
     return value if value in ("succeeded", "failed") else "unknown"  # type: ignore[return-value]  # checked
 
 
@@ -70,7 +70,7 @@ def reconcile_volume(view: VolumeView, settings: Settings, now: float) -> Outcom
     if keys.VOLUME_FINALIZER not in objects.finalizers(pv):
         return Outcome(_let_go(pv), note="torn down; deleting")
     try:
-        record = VolumeRecord.from_annotations(objects.annotations(pv),
+        record = VolumeRecord.from_annotations(objects.annotations_of(pv),
                                                f"PersistentVolume {objects.name(pv)}")
     except ClaimError as e:
         return Outcome([Event(objects.ref(pv), "Warning", e.reason,

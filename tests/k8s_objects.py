@@ -99,7 +99,7 @@ def running(pod: dict, created: str = T0_TEXT, waiting: str | None = None) -> di
     out = copy.deepcopy(pod)
     out["metadata"].setdefault("uid", POD_UID)
     out["metadata"]["creationTimestamp"] = created
-    state = {"waiting": {"reason": waiting, "message": f"Back-off pulling image"}} if waiting \
+    state = {"waiting": {"reason": waiting, "message": "Back-off pulling image"}} if waiting \
         else {"running": {"startedAt": created}}
     out["status"] = {"phase": "Pending" if waiting else "Running",
                      "containerStatuses": [{"name": "helper", "ready": not waiting,

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,7 +150,7 @@ def test_skopeo_inspect_and_buildah_pull_read_the_pushed_image(nodes, sync_node)
     assert info["Digest"] == tag_digests(reg, ref)[e.tag]
     assert len(info["Layers"]) == 1
     c = sync_node("c")
-    c.buildah._run("pull", "--quiet", "--tls-verify=false", f"{remote}:{e.tag}")
+    c.buildah.pull(f"{remote}:{e.tag}", tls_verify=False)
     assert read_cache_file(c, f"{remote}:{e.tag}", "hello.txt") == b"hello registry\n"
     raw, digest, _ = reg.get_manifest(reg.repository("team", "readable"), "latest")
     assert parse_manifest(raw, digest).annotations[ANNOTATION_GENERATION] == e.tag
@@ -265,3 +264,93 @@ def test_daemon_publishes_serves_metrics_and_stops_on_sigterm(sync_node, registr
     events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
     assert "published" in events and events[-1] == "stop"
     assert e.tag in tag_digests(reg_of(a), ref)
+
+
+# --- end to end through the CLI: real volumes (cachesync helper setup/teardown) ---------------
+
+def cli(root: Path, settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "CACHESYNC_ROOT": str(root), "CACHESYNC_NODE_ID": root.name,
+            "CACHESYNC_REGISTRY": f"{settings.host}/{settings.prefix}",
+            "CACHESYNC_INSECURE": "true", **env}
+    return subprocess.run([sys.executable, "-m", "cachesync.cli", *args], env=full,
+                          capture_output=True, text=True, timeout=300)
+
+
+def volume_env(vol_dir: Path, name: str, cache: str, write: bool, result: str = "unknown"):
+    return {"VOL_DIR": str(vol_dir), "VOL_NAME": name, "VOL_MODE": "Filesystem",
+            "PVC_NAMESPACE": "team", "PVC_NAME": cache, "CACHE_WRITE": str(write).lower(),
+            "JOB_RESULT": result}
+
+
+def job(root: Path, settings, vol_dir: Path, cache: str, write: bool, result: str,
+        files: dict[str, bytes]) -> dict[str, bytes]:
+    """One job: setup, read what is there, write ``files``, teardown. Returns what it saw."""
+    env = volume_env(vol_dir, f"v-{vol_dir.name}", cache, write, result)
+    up = cli(root, settings, "helper", "setup", **env)
+    assert up.returncode == 0, up.stderr
+    seen = {str(p.relative_to(vol_dir)): p.read_bytes() for p in vol_dir.rglob("*")
+            if p.is_file()}
+    for rel, data in files.items():
+        (vol_dir / rel).write_bytes(data)
+    down = cli(root, settings, "helper", "teardown", **env)
+    assert down.returncode == 0, down.stderr
+    return seen
+
+
+def test_cli_file_written_through_a_volume_on_a_is_seen_on_b(sync_node, registry,
+                                                             unique_prefix, tmp_path):
+    settings = registry.settings(prefix=unique_prefix)
+    a, b = sync_node("a", registry=settings), sync_node("b", registry=settings)
+    job(a.state.root, settings, tmp_path / "va1", "pip", True, "succeeded",
+        {"wheel.whl": b"built on a"})
+    pushed = cli(a.state.root, settings, "sync", "--once")
+    assert pushed.returncode == 0 and "published 1 commit(s)" in pushed.stdout, pushed.stderr
+    seen = job(b.state.root, settings, tmp_path / "vb1", "pip", True, "succeeded",
+               {"second.txt": b"from b"})
+    assert seen == {"wheel.whl": b"built on a"}
+    assert cli(b.state.root, settings, "sync", "--once").returncode == 0
+    # and back: a sees b's commit on top of its own
+    seen = job(a.state.root, settings, tmp_path / "va2", "pip", False, "succeeded", {})
+    assert seen == {"wheel.whl": b"built on a", "second.txt": b"from b"}
+    status = cli(b.state.root, settings, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    caches = {f"{c['namespace']}/{c['name']}": c for c in json.loads(status.stdout)["caches"]}
+    assert caches["team/pip"]["generation"] == caches["team/pip"]["remote_generation"] \
+        == "g00000002-b"
+
+
+def test_cli_read_only_and_failed_jobs_never_change_the_registry(sync_node, registry,
+                                                                unique_prefix, tmp_path):
+    settings = registry.settings(prefix=unique_prefix)
+    a = sync_node("a", registry=settings)
+    job(a.state.root, settings, tmp_path / "v1", "go", True, "succeeded", {"mod": b"v1"})
+    assert cli(a.state.root, settings, "sync", "--once").returncode == 0
+    ref = CacheRef("team", "go")
+    before = tag_digests(reg_of(a), ref)
+    job(a.state.root, settings, tmp_path / "v2", "go", False, "succeeded", {"ro": b"lost"})
+    job(a.state.root, settings, tmp_path / "v3", "go", True, "failed", {"failed": b"lost"})
+    again = cli(a.state.root, settings, "sync", "--once")
+    assert again.returncode == 0 and "published 0 commit(s)" in again.stdout
+    assert tag_digests(reg_of(a), ref) == before and set(before) == {"g00000001-a", "latest"}
+
+
+def test_lost_compressed_blob_is_made_again_from_storage(sync_node, registry, unique_prefix):
+    from cachesync.oci import BlobStore
+
+    settings = registry.settings(prefix=unique_prefix)
+    a = sync_node("a", registry=settings)
+    ref = CacheRef("ci", "rebuild")
+    commit_generation(a, ref, {"one": os.urandom(100_000)})
+    e2 = commit_generation(a, ref, {"two": b"2" * 5000})
+    assert sync.run_once(a, sleep=NO_SLEEP).ok
+    reg = reg_of(a)
+    raw, digest, _ = reg.get_manifest(reg.repository("ci", "rebuild"), e2.tag)
+    lost = parse_manifest(raw, digest).layers[1]
+    BlobStore(a.state.blobs).blob_path(lost.digest).unlink()  # e.g. a disk clean-up
+    e3 = commit_generation(a, ref, {"three": b"3"})
+    result = sync.run_once(a, sleep=NO_SLEEP)
+    assert result.ok, result.summary()
+    b = sync_node("b", registry=settings)
+    assert pull.warm(b, ref).ok
+    assert read_cache_file(b, ref.local_image(e3.tag), "two") == b"2" * 5000
+    assert read_cache_file(b, ref.local_image(e3.tag), "three") == b"3"
