@@ -74,8 +74,8 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
             continue
         sep = fields.index("-")
         entries.append(MountEntry(
-            mount_id=int(fields[0]), parent_id=int(fields[1]), device=fields[2], root=_unescape(fields[3]),
-            mountpoint=_unescape(fields[4]), options=fields[5], optional=tuple(fields[6:sep]),
+            mount_id=int(fields[0]), parent_id=int(fields[1]), device=fields[2],
+            root=_unescape(fields[3]), mountpoint=_unescape(fields[4]), options=fields[5], optional=tuple(fields[6:sep]),
             fstype=fields[sep + 1], source=_unescape(fields[sep + 2]),
             super_options=_unescape(fields[sep + 3]) if len(fields) > sep + 3 else ""))
     return entries

@@ -33,6 +33,7 @@ class Delete:
     name: str
     namespace: str | None
     uid: str | None = None     # precondition: only this very object, not a namesake
+    force: bool = False        # gracePeriodSeconds 0: a pod whose node stopped answering
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class KubeApi(Protocol):
     def create(self, kind: str, body: Mapping[str, Any]) -> dict: ...
     def patch(self, kind: str, name: str, namespace: str | None, patch: Any) -> dict: ...
     def delete(self, kind: str, name: str, namespace: str | None = None,
-               uid: str | None = None) -> None: ...
+               uid: str | None = None, force: bool = False) -> None: ...
     def event(self, involved: Mapping[str, str], type_: str, reason: str, message: str) -> None: ...
 
 
@@ -137,7 +137,8 @@ class Controller:
                 elif isinstance(action, Patch):
                     self.kube.patch(action.kind, action.name, action.namespace, action.patch)
                 elif isinstance(action, Delete):
-                    self.kube.delete(action.kind, action.name, action.namespace, action.uid)
+                    self.kube.delete(action.kind, action.name, action.namespace, action.uid,
+                                     action.force)
             except AlreadyExists:
                 log.debug("already exists: %s", describe(action))
             except NotFound:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from . import keys, objects
 from .config import Settings
 from .errors import shorten
+from .actions import Delete
 from .objects import Obj
 from .volume import VolumeRecord
 
@@ -93,6 +94,7 @@ class Phase(enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed out"
     DELETING = "deleting"        # being deleted: wait until it is gone
+    STUCK = "stuck deleting"     # deleted longer than the timeout ago (node gone or down)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ def evaluate(pod: Obj | None, now: float, timeout: float) -> HelperState:
         return HelperState(Phase.ABSENT)
     uid = objects.uid(pod)
     if objects.is_deleting(pod):
+        since = objects.parse_time(objects.meta(pod).get("deletionTimestamp"))
+        if since is not None and now - since > timeout:
+            return HelperState(Phase.STUCK, "still terminating: its node does not answer", uid)
         return HelperState(Phase.DELETING, pod_uid=uid)
     st = objects.status(pod)
     phase = st.get("phase", "Pending")
@@ -141,3 +146,10 @@ def evaluate(pod: Obj | None, now: float, timeout: float) -> HelperState:
         return HelperState(Phase.TIMED_OUT, shorten(
             f"{what} ({detail})" if detail else what), uid)
     return HelperState(Phase.RUNNING, detail, uid)
+
+
+def force_delete(pod: Obj, settings: Settings) -> Delete:
+    """A helper Pod stuck terminating (its node is down or gone) is removed from the API without
+    waiting for the kubelet; if the node comes back, the kubelet stops what no longer exists."""
+    return Delete("Pod", objects.name(pod), settings.namespace, objects.uid(pod) or None,
+                  force=True)

@@ -179,10 +179,13 @@ class Kube:
                           name=name, body=patch, _content_type=content, **self._ns(k, namespace))
 
     def delete(self, kind: str, name: str, namespace: str | None = None,
-               uid: str | None = None) -> None:
-        """Delete (only the object with ``uid`` when given); gone already is fine."""
+               uid: str | None = None, force: bool = False) -> None:
+        """Delete (only the object with ``uid`` when given; at once with ``force``); gone
+        already is fine."""
         fn, k = self._method(kind, "delete")
         body: dict[str, Any] = {"preconditions": {"uid": uid}} if uid else {}
+        if force:
+            body["gracePeriodSeconds"] = 0
         try:
             self._call(f"delete {kind} {namespace + '/' if namespace else ''}{name}", fn,
                        name=name, body=body, **self._ns(k, namespace))

@@ -18,7 +18,7 @@ from . import attempts, claims, classes, keys, objects, policy
 from .actions import Create, Delete, Event, Outcome, Patch
 from .config import Settings
 from .errors import ClaimError
-from .helper import Phase, evaluate, helper_pod, pod_name
+from .helper import Phase, evaluate, force_delete, helper_pod, pod_name
 from .objects import Obj
 from .volume import VolumeRecord, persistent_volume, pv_name_for
 
@@ -117,7 +117,9 @@ def _setup(view: ClaimView, record: VolumeRecord, decision: policy.WriteDecision
             out.add(Event(objects.ref(pvc), "Warning", "WriteDenied",
                           f"annotation {keys.WRITE}=true ignored: {decision.reason}"))
         out.requeue_after, out.note = settings.poll_interval, "setup started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING):
+    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
+        if state.phase is Phase.STUCK:
+            out.add(force_delete(view.setup_pod, settings))  # type: ignore[arg-type]  # a pod exists
         out.requeue_after, out.note = settings.poll_interval, f"setup {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         try:  # the record the setup ran with (the policy may have changed meanwhile)
@@ -185,7 +187,9 @@ def _cleanup(view: ClaimView, settings: Settings, now: float) -> Outcome:
         out.note = "PV exists; its teardown takes over"
         return out.add(*_remove_finalizer(pvc))
     setup = evaluate(view.setup_pod, now, settings.helper_timeout)
-    if setup.phase in (Phase.RUNNING, Phase.DELETING):
+    if setup.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
+        if setup.phase is Phase.STUCK:
+            out.add(force_delete(view.setup_pod, settings))  # type: ignore[arg-type]  # a pod exists
         out.requeue_after, out.note = settings.poll_interval, "waiting for setup to end"
         return out
     node_name = _node_name(view)
@@ -220,7 +224,9 @@ def _cleanup(view: ClaimView, settings: Settings, now: float) -> Outcome:
                       f"claim deleted before its volume was ready: removing what setup made on "
                       f"node {record.node} (nothing is committed)"))
         out.requeue_after, out.note = settings.poll_interval, "cleanup started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING):
+    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
+        if state.phase is Phase.STUCK:
+            out.add(force_delete(view.cleanup_pod, settings))  # type: ignore[arg-type]  # a pod exists
         out.requeue_after, out.note = settings.poll_interval, f"cleanup {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         out.add(Delete("Pod", name, settings.namespace, state.pod_uid or None),

@@ -17,7 +17,7 @@ from . import attempts, keys, objects
 from .actions import Create, Delete, Event, Outcome, Patch
 from .config import Settings
 from .errors import ClaimError
-from .helper import JobResult, Phase, evaluate, helper_pod, pod_name
+from .helper import JobResult, Phase, evaluate, force_delete, helper_pod, pod_name
 from .objects import Obj
 from .volume import VolumeRecord
 
@@ -102,7 +102,9 @@ def reconcile_volume(view: VolumeView, settings: Settings, now: float) -> Outcom
                 Event(objects.ref(pv), "Normal", "TearingDown",
                       f"tearing down on node {record.node}: {commit_phrase(record.write, result)}"))
         out.requeue_after, out.note = settings.poll_interval, "teardown started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING):
+    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
+        if state.phase is Phase.STUCK:
+            out.add(force_delete(view.teardown_pod, settings))  # type: ignore[arg-type]  # a pod exists
         out.requeue_after, out.note = settings.poll_interval, f"teardown {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         detail = f": {state.message}" if state.message else ""

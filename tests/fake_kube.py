@@ -126,7 +126,7 @@ class FakeKube:
         self._finalize(kind, namespace, name)
         return copy.deepcopy(trial)
 
-    def delete(self, kind, name, namespace=None, uid=None):
+    def delete(self, kind, name, namespace=None, uid=None, force=False):
         self._record("delete", kind, namespace)
         obj = self.find(kind, name, namespace)
         if obj is None:
@@ -134,6 +134,9 @@ class FakeKube:
         if uid and obj["metadata"]["uid"] != uid:
             raise Conflict("precondition failed: uid", status=409)
         obj["metadata"].setdefault("deletionTimestamp", format_time(self.clock()))
+        if kind == "Pod" and not force and (obj.get("spec") or {}).get("nodeName") and \
+                (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            return     # as the API server: a running pod goes when its kubelet has stopped it
         self._finalize(kind, namespace, name)
 
     def event(self, involved, type_, reason, message):
