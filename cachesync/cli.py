@@ -124,6 +124,22 @@ def helper_inputs(args: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, 
     return out
 
 
+class NodeOpener:
+    """Opens the node (creating its root) only when a command has validated its input."""
+
+    def __init__(self, settings: settings_mod.Settings):
+        self.settings = settings
+        self._node: Node | None = None
+
+    def __call__(self, needs_registry: str | None = None) -> Node:
+        if needs_registry and self.settings.registry is None:
+            raise UsageError(f"{needs_registry} needs a registry: set --registry or "
+                             "CACHESYNC_REGISTRY")
+        if self._node is None:
+            self._node = Node.open(self.settings)
+        return self._node
+
+
 def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings_mod.Settings:
     flags = {k: v for k, v in vars(args).items()}
     if isinstance(flags.get("warm"), list):
@@ -131,28 +147,30 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings_mod.
     return settings_mod.build(flags, env)
 
 
-def cmd_helper(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_helper(open_node: NodeOpener, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from . import volume
 
     values = helper_inputs(vars(args), env)
     if args.action == "setup":
         spec = volume.VolumeSpec.from_inputs(values)  # validates everything, touches nothing
+        node = open_node()
         if node.settings.registry is not None:
             from . import pull
             pull.refresh_for_setup(node, spec.cache)
         result = volume.setup(node, spec)
     else:
         target = volume.teardown_target(values)  # VOL_NAME (+ VOL_DIR) is enough
-        result = volume.teardown(node, target, values.get("job_result", "unknown"))
+        result = volume.teardown(open_node(), target, values.get("job_result", "unknown"))
     print(result.summary())
     return 0
 
 
-def cmd_status(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_status(open_node: NodeOpener, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import functools
 
     from . import status
 
+    node = open_node()
     remote_lookup = None
     if node.settings.registry is not None and not args.offline:
         from . import pull
@@ -162,19 +180,18 @@ def cmd_status(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> 
     return 0
 
 
-def cmd_gc(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_gc(open_node: NodeOpener, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from . import gc
 
-    result = gc.run(node, dry_run=args.dry_run)
+    result = gc.run(open_node(), dry_run=args.dry_run)
     print(result.summary())
     return 0
 
 
-def cmd_sync(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_sync(open_node: NodeOpener, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from . import sync
 
-    if node.settings.registry is None:
-        raise UsageError("sync needs a registry: set --registry or CACHESYNC_REGISTRY")
+    node = open_node(needs_registry="sync")
     if args.once:
         result = sync.run_once(node)
         print(result.summary())
@@ -183,13 +200,12 @@ def cmd_sync(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> in
     return 0
 
 
-def cmd_warm(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_warm(open_node: NodeOpener, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from . import pull
     from .names import CacheRef
 
     refs = [CacheRef.parse(c) for c in args.caches]  # all validated before anything is touched
-    if node.settings.registry is None:
-        raise UsageError("warm needs a registry: set --registry or CACHESYNC_REGISTRY")
+    node = open_node(needs_registry="warm")
     failed = 0
     for ref in refs:
         result = pull.warm(node, ref)
@@ -198,7 +214,7 @@ def cmd_warm(node: Node, args: argparse.Namespace, env: Mapping[str, str]) -> in
     return 1 if failed else 0
 
 
-COMMANDS: dict[str, Callable[[Node, argparse.Namespace, Mapping[str, str]], int]] = {
+COMMANDS: dict[str, Callable[[NodeOpener, argparse.Namespace, Mapping[str, str]], int]] = {
     "helper": cmd_helper, "status": cmd_status, "gc": cmd_gc, "sync": cmd_sync, "warm": cmd_warm,
 }
 
@@ -211,8 +227,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         logs.configure(settings.log_format, getattr(args, "verbose", 0) or 0)
         if os.geteuid() != 0:
             raise UsageError("cachesync must run as root (it mounts filesystems and runs buildah)")
-        node = Node.open(settings)
-        return COMMANDS[args.command](node, args, env)
+        return COMMANDS[args.command](NodeOpener(settings), args, env)
     except CachesyncError as e:
         print(f"cachesync: error: {e}", file=sys.stderr)
         return e.exit_code
