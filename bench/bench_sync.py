@@ -124,7 +124,8 @@ def bench_c(base: Path, reg: LocalRegistry, size: int) -> None:
                                a.buildah.storage_transport + ref.local_image(e.tag),
                                f"docker://{reg.host}/bench-c-skopeo/push:{e.tag}"])
     mb = size / MiB
-    print(f"(c) first push of {mb:.0f} MiB (export, zstd, upload): cachesync {mb / ours:.0f} MiB/s, "
+    print(f"(c) first push of {mb:.0f} MiB (export, zstd, upload): "
+          f"cachesync {mb / ours:.0f} MiB/s, "
           f"peak {our_rss / 1024:.0f} MiB RSS; skopeo copy {mb / theirs:.0f} MiB/s, peak "
           f"{their_rss / 1024:.0f} MiB RSS -> throughput {theirs / ours:.2f}x, memory "
           f"{our_rss / their_rss:.2f}x of skopeo's")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -164,6 +165,11 @@ def build_manifest(config: Descriptor, layers: Iterable[Descriptor],
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+def layout_name(cache_key: str, tag: str, kind: str) -> str:
+    """A name an OCI layout accepts (its ref names allow no '__'), unique per cache and tag."""
+    return f"{kind}-{hashlib.sha256(f'{cache_key}:{tag}'.encode()).hexdigest()[:24]}"
+
+
 def missing_layers(layers: Iterable[Descriptor], diff_ids: Iterable[str],
                    local_diff_ids: set[str], local_blobs: set[str]) -> list[Descriptor]:
     """Layers to download: those whose DiffID the node's storage lacks and whose compressed
@@ -267,6 +273,37 @@ class BlobStore:
         if repo not in known:
             write_atomic(self.root / "repos" / digest.removeprefix("sha256:"),
                          "\n".join([*known[-7:], repo]).encode())
+
+
+def prune_store(store: BlobStore, keep_diff_ids: set[str], min_age: float, now: float) -> int:
+    """Remove compressed blobs (and their DiffID records) of layers no local image holds any
+    more, if older than ``min_age`` seconds (a pull in flight keeps its fresh blobs). Manifests
+    and configs go the same way once old. Returns the bytes freed."""
+    keep: set[str] = set()
+    freed = 0
+    for comp_dir in (store.root / "diffids").glob("*"):
+        for record in comp_dir.iterdir():
+            diff_id = "sha256:" + record.name
+            try:
+                blob = json.loads(record.read_text())["digest"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if diff_id in keep_diff_ids:
+                keep.add(blob)
+            elif now - record.stat().st_mtime > min_age:
+                record.unlink(missing_ok=True)
+    blob_dir = store.layout / "blobs" / "sha256"
+    for path in blob_dir.iterdir() if blob_dir.exists() else ():
+        if "sha256:" + path.name in keep:
+            continue
+        st = path.stat()
+        if now - st.st_mtime > min_age:  # includes .part files of downloads killed midway
+            path.unlink(missing_ok=True)
+            freed += st.st_size
+    for tmp in store.root.glob(".compress-*"):  # left by a compression killed midway
+        if now - tmp.stat().st_mtime > min_age:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return freed
 
 
 def punch_placeholder(path: Path) -> None:

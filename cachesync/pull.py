@@ -13,7 +13,6 @@ errors in its result.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -26,8 +25,8 @@ from .errors import BuildahError, CachesyncError, DigestMismatch, RegistryUnavai
 from .generations import Generation, newest, parse_tags
 from .names import LOCAL_PREFIX, CacheRef
 from .node import Node
-from .oci import (LAYER_TAR, BlobStore, Descriptor, build_manifest, missing_layers, parse_config,
-                  parse_manifest)
+from .oci import (LAYER_TAR, BlobStore, Descriptor, build_manifest, layout_name, missing_layers,
+                  parse_config, parse_manifest)
 from .progress import Progress, human
 from .registry import Registry
 from .skopeo import Skopeo, import_layout
@@ -194,7 +193,7 @@ def fetch(node: Node, ref: CacheRef, gen: Generation, registry: Registry | None 
         import_raw = build_manifest(manifest.config, layers, dict(manifest.annotations))
         with node.state.lock("oci-layout", node.settings.lock_timeout):
             import_layout(Skopeo(), node.buildah, store, import_raw,
-                          "import-" + hashlib.sha256(f"{ref.key}:{gen.tag}".encode()).hexdigest()[:24], ref.local_image(gen.tag))
+                          layout_name(ref.key, gen.tag, "import"), ref.local_image(gen.tag))
         for layer, diff in zip(manifest.layers, config.diff_ids):
             if store.has_blob(layer.digest) and layer.media_type.endswith(("+zstd", "+gzip")):
                 store.remember_compressed(diff, "zstd" if layer.media_type.endswith("+zstd")

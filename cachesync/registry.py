@@ -172,7 +172,7 @@ class Registry:
         try:
             return self._oras.session.request(
                 method, url, headers=headers, data=data, stream=stream,
-                timeout=self.settings.timeout, verify=self._oras._tls_verify,
+                timeout=self.settings.timeout, verify=True,
                 allow_redirects=True)
         except requests.exceptions.SSLError as e:
             raise RegistryError(f"{what}: TLS verification with {self.host} failed (use "
@@ -231,7 +231,8 @@ class Registry:
     def _absolute(self, location: str) -> str:
         return urllib.parse.urljoin(self.base + "/", location)
 
-    def push_blob(self, repo: str, path: Path, digest: str, progress: Progress | None = None) -> int:
+    def push_blob(self, repo: str, path: Path, digest: str,
+                  progress: Progress | None = None) -> int:
         """Upload a file as blob ``digest`` in chunks (POST, PATCH..., PUT). Returns bytes sent."""
         what = f"push blob {digest[:19]} to {repo}"
         size = os.path.getsize(path)

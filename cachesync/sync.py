@@ -17,7 +17,6 @@ For each journal entry, oldest first:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import threading
@@ -32,7 +31,9 @@ from .journal import JournalEntry
 from .names import CacheRef
 from .node import Node
 from .oci import (ANNOTATION_CREATED, ANNOTATION_GENERATION, COMPRESSED_TYPE, MANIFEST,
-                  BlobStore, Descriptor, build_manifest, parse_manifest, punch_placeholder)
+                  BlobStore, Descriptor, build_manifest, layout_name, parse_manifest,
+                  prune_store,
+                  punch_placeholder)
 from .progress import Progress, human
 from .registry import Registry
 from .skopeo import Skopeo, compress, export, export_compressed, mark_exported
@@ -85,21 +86,17 @@ class Prepared:
     blobs: tuple[Descriptor, ...]   # config first, then layers
 
 
-def layout_name(ref: CacheRef, tag: str, kind: str = "export") -> str:
-    """A name an OCI layout accepts (no '__'), unique per cache and tag."""
-    return f"{kind}-{hashlib.sha256(f'{ref.key}:{tag}'.encode()).hexdigest()[:24]}"
-
-
 def prepare(node: Node, entry: JournalEntry, store: BlobStore, skopeo: Skopeo) -> Prepared:
     """Export and compress the entry's image into the blob store; build its manifest."""
     compression = node.settings.registry.compression if node.settings.registry else "zstd"
     ref, image = entry.ref, entry.ref.local_image(entry.tag)
+    name = layout_name(ref.key, entry.tag, "export")
     diff_ids = node.buildah.inspect_image(image)["OCIv1"]["rootfs"].get("diff_ids") or []
     if all(store.compressed_for(d, compression) is None for d in diff_ids):
         # nothing to reuse (a first push): one compressed pass, no uncompressed copy
         with node.state.lock("oci-layout", node.settings.lock_timeout):
-            config, blobs = export_compressed(skopeo, node.buildah, image, store,
-                                              layout_name(ref, entry.tag), compression)
+            config, blobs = export_compressed(skopeo, node.buildah, image, store, name,
+                                              compression)
         if len(blobs) != len(diff_ids):
             raise BuildahError(["skopeo", "copy"], 1, f"export of {image} changed the layers")
         for diff_id, blob in zip(diff_ids, blobs):
@@ -110,8 +107,7 @@ def prepare(node: Node, entry: JournalEntry, store: BlobStore, skopeo: Skopeo) -
         if (store.compressed_for(diff_id, compression) is None and exported.exists()
                 and exported.stat().st_blocks == 0):
             exported.unlink()
-    config, layers, diff_ids = export(skopeo, node.buildah, image, store,
-                                      layout_name(ref, entry.tag))
+    config, layers, diff_ids = export(skopeo, node.buildah, image, store, name)
     todo = [x for x in layers if store.compressed_for(x.digest, compression) is None]
     for layer, blob in zip(todo, compress(skopeo, store, todo, compression)):
         store.remember_compressed(layer.digest, compression, blob)
@@ -276,6 +272,7 @@ def run_once(node: Node, *, registry: Registry | None = None,
                 continue
             bar.close()
             node.journal.drop(entry)
+            metrics.PUSHES_PENDING.set(len(entries) - i - 1)
             seconds = time.monotonic() - t0
             metrics.COMMITS_PUBLISHED.inc()
             metrics.DURATION.labels("publish").observe(seconds)
@@ -285,9 +282,26 @@ def run_once(node: Node, *, registry: Registry | None = None,
                 "cache": str(entry.ref), "generation": entry.tag, "digest": published.digest,
                 "bytes": published.bytes_sent, "seconds": round(seconds, 3),
                 "event": "published"})
-    result.pending = len(node.journal.pending())
+        result.pending = len(node.journal.pending())
+        if result.published and not result.pending:
+            prune_blob_store(node, store)
     metrics.PUSHES_PENDING.set(result.pending)
     return result
+
+
+def prune_blob_store(node: Node, store: BlobStore, min_age: float = 3600.0) -> int:
+    """Drop compressed blobs of layers no local image holds (after gc removed generations)."""
+    diff_ids: set[str] = set()
+    for image in node.buildah.images():
+        try:
+            diff_ids.update(node.buildah.inspect_image(image.id)["OCIv1"]["rootfs"]
+                            .get("diff_ids") or ())
+        except (BuildahError, KeyError):
+            return 0  # not sure what is in use: keep everything
+    freed = prune_store(store, diff_ids, min_age, time.time())
+    if freed:
+        log.info("pruned the blob store", extra={"bytes": freed, "event": "prune-blobs"})
+    return freed
 
 
 def used_caches(node: Node) -> list[CacheRef]:

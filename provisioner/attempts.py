@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import keys, objects
-from .actions import Action, Delete, Event, Patch
+from .actions import Action, Delete, Event, Kind, Patch
 from .config import Settings
 from .helper import HelperState
 from .objects import Obj
@@ -34,9 +34,10 @@ class Attempts:
         return self.failures >= settings.helper_attempts
 
 
-def kind_of(obj: Obj) -> str:
-    return obj.get("kind") or ("PersistentVolume" if not objects.namespace(obj) else
-                               "PersistentVolumeClaim")
+def kind_of(obj: Obj) -> Kind:
+    if obj.get("kind") in ("PersistentVolume", "PersistentVolumeClaim"):
+        return obj["kind"]
+    return "PersistentVolumeClaim" if objects.namespace(obj) else "PersistentVolume"
 
 
 def record_failure(obj: Obj, state: HelperState, action: str, node: str, pod_name: str,
@@ -54,7 +55,7 @@ def record_failure(obj: Obj, state: HelperState, action: str, node: str, pod_nam
         actions.append(Event(objects.ref(obj), "Warning", f"{action.capitalize()}Failed",
                              f"{action} helper on node {node} {word} (attempt {failures} of "
                              f"{settings.helper_attempts}): {state.message}"))
-        actions.append(Patch(kind_of(obj), objects.name(obj), objects.namespace(obj) or None,  # type: ignore[arg-type]  # kind_of returns one of Kind
+        actions.append(Patch(kind_of(obj), objects.name(obj), objects.namespace(obj) or None,
                              objects.annotations_patch({
                                  keys.failures_key(action): str(failures),
                                  keys.LAST_FAILED_POD: state.pod_uid,

@@ -36,7 +36,7 @@ class ClassConfig:
 
 
 def is_ours(storage_class: Obj | None) -> bool:
-    return bool(storage_class) and storage_class.get("provisioner") == keys.PROVISIONER  # type: ignore[union-attr]  # checked truthy
+    return storage_class is not None and storage_class.get("provisioner") == keys.PROVISIONER
 
 
 def parse(storage_class: Obj) -> ClassConfig:

@@ -99,7 +99,8 @@ def _claim(pod: Obj, mount: ClaimMount, use: ClaimUse | None) -> tuple[list, str
         config = classes.parse(use.storage_class)  # type: ignore[arg-type]  # is_ours checked it
     except ClaimError:
         return [], "class unreadable"
-    if pv is None or not release.is_ours(pv) or objects.spec(pvc).get("volumeName") != objects.name(pv):
+    if pv is None or not release.is_ours(pv) or \
+            objects.spec(pvc).get("volumeName") != objects.name(pv):
         return [], "not bound to a cachesync volume"
     users = use.users if any(objects.uid(u) == objects.uid(pod) for u in use.users) else \
         [*use.users, pod]
@@ -120,9 +121,10 @@ def _claim(pod: Obj, mount: ClaimMount, use: ClaimUse | None) -> tuple[list, str
     if not objects.is_deleting(pvc):
         write = objects.annotations_of(pv).get(keys.VOLUME_PREFIX + "write") == "true"
         effective = "failed" if current == "failed" else result
+        what = release.commit_phrase(write, effective)
         actions.append(Event(objects.ref(pvc), "Normal", "ReleasedOnPodCompletion",
                              f"pod {objects.name(pod)} {phase_word(pod)}: deleting the claim so "
-                             f"its volume is torn down now ({release.commit_phrase(write, effective)})"))
+                             f"its volume is torn down now ({what})"))
         actions.append(Delete("PersistentVolumeClaim", name, ns, objects.uid(pvc)))
     lift = objects.remove_finalizer_patch(pvc, keys.PVC_PROTECTION)
     if lift:

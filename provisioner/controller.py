@@ -58,7 +58,8 @@ class Controller:
             return None
         sc_name = objects.spec(pvc).get("storageClassName")
         sc = self.kube.get("StorageClass", sc_name) if sc_name else None
-        if sc is None or sc.get("provisioner") != keys.PROVISIONER:
+        if (sc is None or sc.get("provisioner") != keys.PROVISIONER) and \
+                keys.CLAIM_FINALIZER not in objects.finalizers(pvc):
             return provision.ClaimView(pvc, sc)
         node_name = objects.annotations_of(pvc).get(keys.SELECTED_NODE)
         pv_name = pv_name_for(objects.uid(pvc))
@@ -168,6 +169,11 @@ class Controller:
                                                          "/".join(key[1:]), e, delay)
             self.queue.add(key, delay)
             return
+        except Exception:  # noqa: BLE001  # a bug met on one object must not stop all the others
+            log.exception("%s: unexpected error (a bug; please report it); again in %.0fs",
+                          "/".join(key[1:]), self.settings.retry_max)
+            self.queue.add(key, self.settings.retry_max)
+            return
         self._errors.pop(key, None)
         if outcome.actions or outcome.requeue_after:
             log.debug("%s: %s", "/".join(key[1:]), outcome.note)
@@ -178,7 +184,15 @@ class Controller:
     def keys_for(self, kind: str, obj: Mapping[str, Any]) -> list[tuple]:
         ns, name = objects.namespace(obj), objects.name(obj)
         if kind == "PersistentVolumeClaim":
-            return [("claim", ns, name)]
+            # as external provisioners do: only claims the PV controller handed to us (it sets
+            # the storage-provisioner annotation once a node is selected, or at once for an
+            # Immediate class), or that still carry our finalizer
+            ann = objects.annotations_of(obj)
+            if keys.PROVISIONER in (ann.get(keys.STORAGE_PROVISIONER),
+                                    ann.get(keys.BETA_STORAGE_PROVISIONER)) or \
+                    keys.CLAIM_FINALIZER in objects.finalizers(obj):
+                return [("claim", ns, name)]
+            return []
         if kind == "PersistentVolume":
             return [("volume", name)]
         if kind == "Pod" and ns == self.settings.namespace and \
@@ -189,8 +203,8 @@ class Controller:
             ann = objects.annotations_of(obj)
             return [("claim", ann.get(keys.VOLUME_PREFIX + "pvc-namespace", ""),
                      ann.get(keys.VOLUME_PREFIX + "pvc-name", ""))]
-        if kind == "Pod":
-            return [("pod", ns, name)]
+        if kind == "Pod":   # a finished pod: only those that mount claims can release any
+            return [("pod", ns, name)] if completion.claim_mounts(obj) else []
         return []
 
     WATCHES = (
@@ -219,10 +233,11 @@ class Controller:
                     if stop.is_set():
                         return
                 failures = 0
-            except KubeError as e:
-                failures += 1
+            except Exception as e:  # noqa: BLE001  # a watch thread must never die (KubeError or
+                failures += 1       # a malformed event alike): wait, then list and watch again
                 delay = min(self.settings.retry_max, 2 ** min(failures, 8))
-                log.warning("watch %s: %s (again in %ss)", kind, e, delay)
+                log.warning("watch %s: %s (again in %ss)", kind, e, delay,
+                            exc_info=not isinstance(e, KubeError))
                 stop.wait(delay)
 
     def run(self, stop: threading.Event, watch: Callable[..., Iterator[tuple[str, dict]]]) -> None:
@@ -241,10 +256,14 @@ class Controller:
 
 
 def describe(action: Action) -> str:
+    def where(namespace: str | None, name: str) -> str:
+        return f"{namespace}/{name}" if namespace else name
+
     if isinstance(action, Create):
-        return f"create {action.kind} {objects.namespace(action.body) + '/' if objects.namespace(action.body) else ''}{objects.name(action.body)}"
+        body = action.body
+        return f"create {action.kind} {where(objects.namespace(body), objects.name(body))}"
     if isinstance(action, Patch):
-        return f"patch {action.kind} {action.namespace + '/' if action.namespace else ''}{action.name}"
+        return f"patch {action.kind} {where(action.namespace, action.name)}"
     if isinstance(action, Delete):
-        return f"delete {action.kind} {action.namespace + '/' if action.namespace else ''}{action.name}"
+        return f"delete {action.kind} {where(action.namespace, action.name)}"
     return f"event {action.reason}"

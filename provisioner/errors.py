@@ -1,11 +1,11 @@
 """The errors the provisioner raises, as one small tree.
 
     ProvisionerError              base: a one-line message an operator can act on
-    ├── ClaimError                a PVC or StorageClass asks for something we cannot do (permanent;
-    │                             reported as a Warning event, nothing is made)
+    ├── ClaimError                a PVC or StorageClass asks for what we cannot do (permanent:
+    │                             a Warning event, nothing is made)
     └── KubeError                 the Kubernetes API refused or failed (status, reason, message)
         ├── Unauthorized          401: the service account token is missing or expired
-        ├── Forbidden             403: RBAC does not allow the call (see provisioner/deploy/rbac.yaml)
+        ├── Forbidden             403: RBAC does not allow it (provisioner/deploy/rbac.yaml)
         ├── NotFound              404: the object is gone
         ├── Conflict              409: stale resourceVersion or already exists (retry)
         │   └── AlreadyExists     409 with reason AlreadyExists

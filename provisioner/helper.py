@@ -148,7 +148,7 @@ def evaluate(pod: Obj | None, now: float, timeout: float) -> HelperState:
     return HelperState(Phase.RUNNING, detail, uid)
 
 
-def force_delete(pod: Obj, settings: Settings) -> Delete:
+def force_delete(pod: Obj | None, settings: Settings) -> Delete:
     """A helper Pod stuck terminating (its node is down or gone) is removed from the API without
     waiting for the kubelet; if the node comes back, the kubelet stops what no longer exists."""
     return Delete("Pod", objects.name(pod), settings.namespace, objects.uid(pod) or None,

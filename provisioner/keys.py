@@ -9,6 +9,8 @@ WRITE = "cachesync.io/write"                    # "true" | "false": may only nar
 
 # Annotations set by Kubernetes.
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
+BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 

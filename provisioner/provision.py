@@ -49,7 +49,8 @@ def build_record(request: claims.ClaimRequest, decision: policy.WriteDecision, n
         hostname=objects.labels(node).get(keys.HOSTNAME_LABEL, node_name),
         vol_dir=f"{settings.volume_base.rstrip('/')}/{pv_name}",
         pvc_namespace=request.namespace, pvc_name=request.name, pvc_uid=request.uid,
-        cache_namespace=request.cache_namespace, cache_name=request.cache_name, write=decision.write, size_bytes=request.size_bytes,
+        cache_namespace=request.cache_namespace, cache_name=request.cache_name,
+        write=decision.write, size_bytes=request.size_bytes,
         capacity=request.capacity, storage_class=request.config.name)
 
 
@@ -61,14 +62,17 @@ def _remove_finalizer(pvc: Obj) -> list[Any]:
 
 def reconcile_claim(view: ClaimView, settings: Settings, now: float) -> Outcome:
     pvc = view.pvc
+    if objects.is_deleting(pvc) and keys.CLAIM_FINALIZER in objects.finalizers(pvc):
+        return _cleanup(view, settings, now)     # even if its class is gone meanwhile
     if not classes.is_ours(view.storage_class):
         return Outcome(note="not a cachesync claim")
     if objects.is_deleting(pvc):
-        if keys.CLAIM_FINALIZER in objects.finalizers(pvc):
-            return _cleanup(view, settings, now)
         return Outcome(note="being deleted")
     if view.pv is not None or objects.spec(pvc).get("volumeName"):
         return _finish(view, settings)
+    if view.node is not None and evaluate(view.setup_pod, now, settings.helper_timeout).phase \
+            is Phase.SUCCEEDED:
+        return _make_pv(view, settings)
     try:
         request = claims.read(pvc, view.storage_class)  # type: ignore[arg-type]  # is_ours checked it
     except ClaimError as e:
@@ -85,14 +89,34 @@ def reconcile_claim(view: ClaimView, settings: Settings, now: float) -> Outcome:
     return _setup(view, record, decision, settings, now)
 
 
+def _make_pv(view: ClaimView, settings: Settings) -> Outcome:
+    """Setup succeeded: the PV, from the record the setup Pod ran with (the claim or the policy
+    may have changed since; re-checking them now could strand the volume on the node)."""
+    pod = view.setup_pod or {}
+    try:
+        done = VolumeRecord.from_annotations(objects.annotations_of(pod),
+                                             f"Pod {objects.name(pod)}")
+    except ClaimError as e:
+        return Outcome([Event(objects.ref(view.pvc), "Warning", e.reason, str(e))],
+                       note="setup pod record unreadable")
+    return Outcome([
+        Create("PersistentVolume", persistent_volume(done)),
+        Event(objects.ref(view.pvc), "Normal", "ProvisioningSucceeded",
+              f"volume {done.pv_name} ready on node {done.node}: cache {done.cache}, "
+              f"{'writable' if done.write else 'read-only'}"),
+        Delete("Pod", objects.name(pod), settings.namespace, objects.uid(pod) or None),
+    ], note="PV created")
+
+
 def _setup(view: ClaimView, record: VolumeRecord, decision: policy.WriteDecision,
            settings: Settings, now: float) -> Outcome:
+    """Start, watch, and retry the setup helper (its success is _make_pv)."""
     pvc = view.pvc
     out = Outcome()
+    state = evaluate(view.setup_pod, now, settings.helper_timeout)
     add = objects.add_finalizer_patch(pvc, keys.CLAIM_FINALIZER)
     if add:
         out.add(Patch("PersistentVolumeClaim", record.pvc_name, record.pvc_namespace, add))
-    state = evaluate(view.setup_pod, now, settings.helper_timeout)
     name = pod_name("setup", record.pv_name)
     if state.phase is Phase.ABSENT:
         tries = attempts.Attempts.of(pvc, "setup")
@@ -119,19 +143,8 @@ def _setup(view: ClaimView, record: VolumeRecord, decision: policy.WriteDecision
         out.requeue_after, out.note = settings.poll_interval, "setup started"
     elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
         if state.phase is Phase.STUCK:
-            out.add(force_delete(view.setup_pod, settings))  # type: ignore[arg-type]  # a pod exists
+            out.add(force_delete(view.setup_pod, settings))
         out.requeue_after, out.note = settings.poll_interval, f"setup {state.phase.value}"
-    elif state.phase is Phase.SUCCEEDED:
-        try:  # the record the setup ran with (the policy may have changed meanwhile)
-            done = VolumeRecord.from_annotations(objects.annotations_of(view.setup_pod), f"Pod {name}")
-        except ClaimError:
-            done = record
-        out.add(Create("PersistentVolume", persistent_volume(done)),
-                Event(objects.ref(pvc), "Normal", "ProvisioningSucceeded",
-                      f"volume {done.pv_name} ready on node {done.node}: cache {done.cache}, "
-                      f"{'writable' if done.write else 'read-only'}"),
-                Delete("Pod", name, settings.namespace, state.pod_uid or None))
-        out.note = "PV created"
     else:
         actions, tries = attempts.record_failure(pvc, state, "setup", record.node, name,
                                                  settings, now)
@@ -171,8 +184,10 @@ def _cleanup_record(view: ClaimView, settings: Settings) -> VolumeRecord | None:
             return VolumeRecord.from_annotations(objects.annotations_of(view.setup_pod), "setup Pod")
         except ClaimError:
             pass
+    if view.storage_class is None:
+        return None
     try:
-        request = claims.read(view.pvc, view.storage_class)  # type: ignore[arg-type]  # ours
+        request = claims.read(view.pvc, view.storage_class)
     except ClaimError:
         return None
     return build_record(request, policy.WriteDecision(False, "cleanup"), view.node or {},
@@ -189,7 +204,7 @@ def _cleanup(view: ClaimView, settings: Settings, now: float) -> Outcome:
     setup = evaluate(view.setup_pod, now, settings.helper_timeout)
     if setup.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
         if setup.phase is Phase.STUCK:
-            out.add(force_delete(view.setup_pod, settings))  # type: ignore[arg-type]  # a pod exists
+            out.add(force_delete(view.setup_pod, settings))
         out.requeue_after, out.note = settings.poll_interval, "waiting for setup to end"
         return out
     node_name = _node_name(view)
@@ -226,7 +241,7 @@ def _cleanup(view: ClaimView, settings: Settings, now: float) -> Outcome:
         out.requeue_after, out.note = settings.poll_interval, "cleanup started"
     elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
         if state.phase is Phase.STUCK:
-            out.add(force_delete(view.cleanup_pod, settings))  # type: ignore[arg-type]  # a pod exists
+            out.add(force_delete(view.cleanup_pod, settings))
         out.requeue_after, out.note = settings.poll_interval, f"cleanup {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         out.add(Delete("Pod", name, settings.namespace, state.pod_uid or None),

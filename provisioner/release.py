@@ -40,7 +40,9 @@ def needs_release(pv: Obj) -> bool:
 
 def job_result(pv: Obj) -> JobResult:
     value = objects.annotations_of(pv).get(keys.JOB_RESULT)
-    return value if value in ("succeeded", "failed") else "unknown"  # type: ignore[return-value]  # checked
+    if value == "succeeded":
+        return "succeeded"
+    return "failed" if value == "failed" else "unknown"
 
 
 def commit_phrase(write: bool, result: JobResult) -> str:
@@ -104,7 +106,7 @@ def reconcile_volume(view: VolumeView, settings: Settings, now: float) -> Outcom
         out.requeue_after, out.note = settings.poll_interval, "teardown started"
     elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
         if state.phase is Phase.STUCK:
-            out.add(force_delete(view.teardown_pod, settings))  # type: ignore[arg-type]  # a pod exists
+            out.add(force_delete(view.teardown_pod, settings))
         out.requeue_after, out.note = settings.poll_interval, f"teardown {state.phase.value}"
     elif state.phase is Phase.SUCCEEDED:
         detail = f": {state.message}" if state.message else ""

@@ -81,10 +81,11 @@ def parse(text: str) -> Selector:
             values = frozenset(v.strip() for v in m.group(5).split(",") if v.strip())
             if not values or not all(re.fullmatch(_VALUE, v) for v in values):
                 raise ValueError(f"label selector {text!r}: bad value list in {part!r}")
-            reqs.append(Requirement(m.group(1), m.group(4), values))  # type: ignore[arg-type]  # group 4 is in|notin
+            op: Op = "in" if m.group(4) == "in" else "notin"
+            reqs.append(Requirement(m.group(1), op, values))
         elif m := _CMP.match(part):
             op = "!=" if m.group(4) == "!=" else "="
-            reqs.append(Requirement(m.group(1), op, frozenset([m.group(5)])))  # type: ignore[arg-type]  # op is = or !=
+            reqs.append(Requirement(m.group(1), op, frozenset([m.group(5)])))
         elif m := _EXISTS.match(part):
             reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists"))
         else:

@@ -160,8 +160,17 @@ def test_stale_finalizer_patch_becomes_a_conflict_to_retry():
 def test_watch_keys():
     ctl = Controller(FakeKube(), S)
     assert ctl.keys_for("PersistentVolumeClaim", pvc()) == [CLAIM]
+    other = with_(pvc(), **{"metadata.annotations": {
+        "volume.kubernetes.io/storage-provisioner": "ebs.csi.aws.com"}})
+    assert ctl.keys_for("PersistentVolumeClaim", other) == []
+    beta_only = with_(pvc(), **{"metadata.annotations": {
+        "volume.beta.kubernetes.io/storage-provisioner": "cachesync.io/cache"}})
+    assert ctl.keys_for("PersistentVolumeClaim", beta_only) == [CLAIM]
+    ours_deleting = with_(other, **{"metadata.finalizers": [keys.CLAIM_FINALIZER]})
+    assert ctl.keys_for("PersistentVolumeClaim", ours_deleting) == [CLAIM]
     assert ctl.keys_for("PersistentVolume", {"metadata": {"name": "pvc-1"}}) == [("volume", "pvc-1")]
     assert ctl.keys_for("Pod", build_pod()) == [("pod", "ci", "build-1")]
+    assert ctl.keys_for("Pod", build_pod(claims=())) == []
     cluster = Cluster()
     cluster.ctl.reconcile(CLAIM)
     (helper,) = cluster.kube.all("Pod")
@@ -270,3 +279,62 @@ def test_only_kube_py_imports_the_kubernetes_client():
                    for n in names) and path.name != "kube.py":
                 offenders.append(path.name)
     assert offenders == []
+
+
+def test_teardown_on_a_node_that_stopped_answering_ends_after_bounded_tries():
+    """The node exists but its kubelet is gone: helper pods stay Pending, then stuck
+    terminating; each is timed out and force-deleted, and after helper_attempts the PV goes."""
+    c = Cluster()
+    c.ctl.settings = Settings(helper_attempts=2, helper_timeout=60, retry_base=1, retry_max=1)
+    from provisioner.volume import VolumeRecord, persistent_volume
+    rec = VolumeRecord(c.pv_name, "worker-a", "worker-a", f"/var/lib/cachesync/pv/{c.pv_name}",
+                       "ci", "gradle-cache", "u", "ci", "gradle", True, 1, "1Gi", "cachesync")
+    pv_body = persistent_volume(rec)
+    pv_body["status"] = {"phase": "Released"}
+    c.kube.put(pv_body)
+    key = ("volume", c.pv_name)
+    for _ in range(40):                        # the controller's passes, a minute apart
+        c.ctl.reconcile(key)
+        if c.kube.find("PersistentVolume", c.pv_name) is None:
+            break
+        c.now += 61
+    assert c.kube.find("PersistentVolume", c.pv_name) is None
+    assert c.kube.all("Pod") == []     # the fake only drops a scheduled pod on a force delete
+    reasons = c.kube.reasons()
+    assert reasons.count("TeardownFailed") == 2 and reasons[-1] == "TeardownAbandoned"
+
+
+def test_main_settings_and_own_image():
+    from provisioner import main as main_mod
+    from provisioner.errors import ProvisionerError
+
+    p = main_mod.build_parser()
+    s = main_mod.settings_from(p.parse_args(["--helper-timeout", "30"]),
+                               {"CACHESYNC_PROVISIONER_HELPER_ATTEMPTS": "7",
+                                "CACHESYNC_PROVISIONER_HELPER_TIMEOUT": "99"})
+    assert (s.helper_timeout, s.helper_attempts) == (30.0, 7)      # a flag wins over env
+    for bad in (["--helper-attempts", "many"], ["--retry-max", "0"],
+                ["--volume-base", "/srv/volumes"]):
+        with pytest.raises(ProvisionerError):
+            main_mod.settings_from(p.parse_args(bad), {})
+    kube = FakeKube()
+    kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prov-1",
+              "namespace": "cachesync-system"},
+              "spec": {"containers": [{"name": "p", "image": "reg.example/cs:1.2"}]}})
+    env = {"POD_NAME": "prov-1", "POD_NAMESPACE": "cachesync-system"}
+    s = main_mod.own_image_and_namespace(kube, Settings(), p.parse_args([]), env)
+    assert (s.helper_image, s.namespace) == ("reg.example/cs:1.2", "cachesync-system")
+    args = p.parse_args(["--helper-image", "x:1"])
+    s = main_mod.own_image_and_namespace(kube, main_mod.settings_from(args, {}), args, env)
+    assert (s.helper_image, s.namespace) == ("x:1", "cachesync-system")
+    assert main_mod.own_image_and_namespace(kube, Settings(), p.parse_args([]), {}) == Settings()
+
+
+def test_a_bug_on_one_object_does_not_stop_the_controller(caplog):
+    c = Cluster()
+    c.kube.find("PersistentVolumeClaim", "gradle-cache", "ci")["spec"]["accessModes"] = 5
+    due = {}
+    c.ctl.queue.add = lambda key, delay=0.0: due.__setitem__(key, delay)
+    c.ctl.process(CLAIM)                     # TypeError inside the reconciler: logged, requeued
+    assert due == {CLAIM: S.retry_max}
+    assert "unexpected error" in caplog.text and "TypeError" in caplog.text

@@ -33,9 +33,13 @@ def sh(*argv: str, check: bool = True, timeout: float = 300, **kw) -> subprocess
 @pytest.fixture(scope="session")
 def helper_image(debian_base_image) -> str:
     """Build helper/Dockerfile (kept afterwards; Docker's layer cache makes rebuilds quick)."""
+    old = sh("docker", "image", "inspect", "-f", "{{.Id}}", IMAGE, check=False).stdout.strip()
     sh("bash", str(ROOT / "helper" / "fetch-wheels.sh"), WHEELS, cwd=ROOT)
     sh("docker", "build", "-q", "--build-arg", f"WHEELS={WHEELS}", "-f", "helper/Dockerfile",
        "-t", IMAGE, ".", cwd=ROOT, timeout=600)
+    new = sh("docker", "image", "inspect", "-f", "{{.Id}}", IMAGE).stdout.strip()
+    if old and old != new:   # the previous build, now untagged: do not let them pile up
+        subprocess.run(["docker", "rmi", old], capture_output=True)
     return IMAGE
 
 
@@ -157,3 +161,59 @@ def test_bad_input_fails_cleanly_and_leaves_nothing(helper_image, shared_root):
     assert "invalid cache name 'Gradle Cache'" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1          # one clear line, no traceback
     assert not mounted(shared_root / "pv" / "v1") and not (shared_root / "pv" / "v1").exists()
+
+
+def test_provisioner_runs_in_the_image_as_its_deployment_runs_it(helper_image, tmp_path):
+    """cachesync-provisioner in the image, as provisioner/deploy runs it (uid 65532, read-only
+    root), against a fake API server: it lists, watches, and provisions a pending claim."""
+    import time
+
+    import yaml
+
+    from fake_apiserver import serve
+    from k8s_objects import namespace, node, pvc, storage_class
+
+    claim = pvc()
+    token = "image-test-token"
+    with serve() as api:
+        for path, items in (("/api/v1/persistentvolumeclaims", [claim]),
+                            ("/api/v1/persistentvolumes", []), ("/api/v1/pods", []),
+                            ("/api/v1/namespaces/cachesync/pods", [])):
+            api.on("GET", path, (200, {"metadata": {"resourceVersion": "1"}, "items": items}))
+        api.on("GET", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+        api.on("GET", "/apis/storage.k8s.io/v1/storageclasses/cachesync", (200, storage_class()))
+        api.on("GET", "/api/v1/nodes/worker-a", (200, node()))
+        api.on("GET", "/api/v1/namespaces/ci", (200, namespace()))
+        api.on("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+        api.on("POST", "/api/v1/namespaces/cachesync/pods", (201, {}))
+        api.on("POST", "/api/v1/namespaces/ci/events", (201, {}))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+        kubeconfig.chmod(0o644)
+        name = f"cachesync-test-{uuid.uuid4().hex[:10]}"
+        sh("docker", "run", "-d", "--name", name, "--network", "host", "--user", "65532:65532",
+           "--read-only", "-e", "PYTHONDONTWRITEBYTECODE=1", "-v",
+           f"{kubeconfig}:/etc/kubeconfig:ro", "--entrypoint", "cachesync-provisioner",
+           helper_image, "--kubeconfig", "/etc/kubeconfig", "--log-format", "json",
+           "--helper-image", "example.org/cachesync:test")
+        try:
+            deadline = time.monotonic() + 60
+            while not api.sent("POST") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            logs = sh("docker", "logs", name, check=False)
+            pods = [r for r in api.sent("POST") if r["path"].endswith("/pods")]
+            assert pods, f"no setup pod created; logs:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    pod = pods[0]["body"]
+    assert pod["spec"]["containers"][0]["image"] == "example.org/cachesync:test"
+    assert pod["spec"]["nodeName"] == "worker-a"
+    assert all(r["headers"].get("authorization") == f"Bearer {token}" for r in api.requests)
+    watched = {r["path"] for r in api.requests if "watch=" in r["query"].lower()}
+    assert {"/api/v1/persistentvolumeclaims", "/api/v1/persistentvolumes",
+            "/api/v1/pods"} <= watched
+    assert token not in logs.stdout + logs.stderr

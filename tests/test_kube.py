@@ -3,13 +3,10 @@ content types, error mapping, event aggregation, watch streaming, and no token i
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from kubernetes import client
 
+from fake_apiserver import serve, status
 from provisioner import kube as kube_mod
 from provisioner.errors import (AlreadyExists, Conflict, Forbidden, Invalid, KubeError,
                                 Unauthorized, Unavailable)
@@ -17,61 +14,10 @@ from provisioner.errors import (AlreadyExists, Conflict, Forbidden, Invalid, Kub
 TOKEN = "sekret-token-abc123"
 
 
-class Api:
-    """Routes: (method, path) -> (status, body) or a list of them, served in order."""
-
-    def __init__(self):
-        self.routes: dict[tuple[str, str], list] = {}
-        self.requests: list[dict] = []
-
-    def on(self, method, path, *responses):
-        self.routes[(method, path)] = list(responses)
-
-
-def status(code, reason, message):
-    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                  "message": message, "reason": reason, "code": code}
-
-
 @pytest.fixture
 def api():
-    state = Api()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            path, _, query = self.path.partition("?")
-            state.requests.append({"method": self.command, "path": path, "query": query,
-                                   "headers": {k.lower(): v for k, v in self.headers.items()},
-                                   "body": json.loads(body) if body else None})
-            responses = state.routes.get((self.command, path))
-            if not responses:
-                code, payload = status(404, "NotFound", f"{path} not found")
-            else:
-                code, payload = responses.pop(0) if len(responses) > 1 else responses[0]
-            if isinstance(payload, list):      # a watch stream: one JSON event per line
-                data = b"".join(json.dumps(e).encode() + b"\n" for e in payload)
-            else:
-                data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PATCH = do_DELETE = _serve
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve() as state:
+        yield state
 
 
 def make_kube(url: str) -> kube_mod.Kube:
@@ -140,6 +86,8 @@ def test_delete_with_uid_precondition_and_gone_is_fine(api):
     k.delete("PersistentVolumeClaim", "c", "ci", uid="u1")
     assert api.requests[0]["body"] == {"preconditions": {"uid": "u1"}}
     k.delete("PersistentVolumeClaim", "gone", "ci")   # 404: no error
+    k.delete("PersistentVolumeClaim", "c", "ci", uid="u1", force=True)
+    assert api.requests[-1]["body"] == {"preconditions": {"uid": "u1"}, "gracePeriodSeconds": 0}
 
 
 @pytest.mark.parametrize("code, reason, cls, transient", [
@@ -196,7 +144,7 @@ def test_event_is_created_then_counted(api):
 
 
 def test_watch_yields_raw_objects_and_skips_bookmarks(api):
-    api.on("GET", "/api/v1/persistentvolumes", (200, [
+    api.on("WATCH", "/api/v1/persistentvolumes", (200, [
         {"type": "ADDED", "object": {"metadata": {"name": "a"}}},
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
         {"type": "DELETED", "object": {"metadata": {"name": "b"}}},
@@ -211,9 +159,42 @@ def test_watch_yields_raw_objects_and_skips_bookmarks(api):
 
 
 def test_watch_expired_raises_for_a_relist(api):
-    api.on("GET", "/api/v1/persistentvolumes", (200, [
+    api.on("WATCH", "/api/v1/persistentvolumes", (200, [
         {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
                                      "message": "too old resource version"}}]))
     with pytest.raises(KubeError) as e:
         list(make_kube(api.url).watch("PersistentVolume", timeout_seconds=5))
     assert e.value.status == 410
+
+
+def test_controller_over_http_provisions_a_claim(api):
+    """kube.py and the controller together, over HTTP: one pass over a fresh claim reads what
+    it needs and sends the finalizer patch, the setup Pod and the event."""
+    from k8s_objects import namespace, node, pvc, storage_class
+    from provisioner.config import Settings
+    from provisioner.controller import Controller
+
+    claim = pvc()
+    uid = claim["metadata"]["uid"]
+    api.on("GET", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+    api.on("GET", "/apis/storage.k8s.io/v1/storageclasses/cachesync", (200, storage_class()))
+    api.on("GET", "/api/v1/nodes/worker-a", (200, node()))
+    api.on("GET", "/api/v1/namespaces/ci", (200, namespace()))
+    api.on("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+    api.on("POST", "/api/v1/namespaces/cachesync/pods", (201, {}))
+    api.on("POST", "/api/v1/namespaces/ci/events", (201, {}))
+    outcome = Controller(make_kube(api.url), Settings(), clock=lambda: 1_800_000_000).reconcile(
+        ("claim", "ci", "gradle-cache"))
+    assert outcome.note == "setup started"
+    sent = [(r["method"], r["path"]) for r in api.requests if r["method"] != "GET"]
+    assert sent == [("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache"),
+                    ("POST", "/api/v1/namespaces/cachesync/pods"),
+                    ("POST", "/api/v1/namespaces/ci/events")]
+    reads = {r["path"] for r in api.requests if r["method"] == "GET"}
+    assert f"/api/v1/persistentvolumes/pvc-{uid}" in reads                        # 404: none yet
+    assert f"/api/v1/namespaces/cachesync/pods/cachesync-setup-pvc-{uid}" in reads
+    pod = api.requests[[r["method"] for r in api.requests].index("POST")]["body"]
+    assert pod["spec"]["nodeName"] == "worker-a"
+    patch = next(r for r in api.requests if r["method"] == "PATCH")
+    assert patch["headers"]["content-type"] == "application/json-patch+json"
+    assert patch["body"][0]["value"] == "cachesync.io/provisioning"

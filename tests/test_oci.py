@@ -101,3 +101,24 @@ def test_placeholder_keeps_the_size_not_the_bytes(tmp_path):
     path.write_bytes(b"x" * 1_000_000)
     punch_placeholder(path)
     assert path.stat().st_size == 1_000_000 and path.stat().st_blocks == 0
+
+
+def test_prune_store_keeps_blobs_of_layers_in_use_and_fresh_ones(tmp_path):
+    import os
+
+    from cachesync.oci import prune_store
+
+    store = BlobStore(tmp_path / "blobs").ensure()
+    used, unused, fresh = (store.put_bytes(x * 1000) for x in (b"u", b"x", b"f"))
+    store.remember_compressed(D1, "zstd", Descriptor(LAYER_ZSTD, used.digest, used.size))
+    store.remember_compressed(D2, "zstd", Descriptor(LAYER_ZSTD, unused.digest, unused.size))
+    old = 1_000_000.0
+    for path in [store.blob_path(used.digest), store.blob_path(unused.digest),
+                 *(store.root / "diffids").rglob("*")]:
+        os.utime(path, (old, old))
+    freed = prune_store(store, {D1}, min_age=3600, now=old + 7200)
+    assert freed == 1000
+    assert store.has_blob(used.digest) and store.has_blob(fresh.digest)
+    assert not store.has_blob(unused.digest)
+    assert store.compressed_for(D1, "zstd") is not None
+    assert store.compressed_for(D2, "zstd") is None

@@ -337,3 +337,28 @@ def test_bad_cache_namespace_parameter():
     out = reconcile_claim(view(storage_class=storage_class(cacheNamespace="CI_Main")), S, T0)
     assert [e.reason for e in out.events()] == ["InvalidStorageClass"]
     assert "cacheNamespace" in out.events()[0].message and len(out.actions) == 1
+
+
+def test_succeeded_setup_makes_its_pv_even_if_the_claim_was_edited_since():
+    pod = finished(setup_pod(), "Succeeded")
+    edited = with_finalizer(pvc(annotations={keys.WRITE: "maybe"}))    # invalid now
+    out = reconcile_claim(view(edited, setup_pod=pod), S, T0)
+    assert [type(a) for a in out.actions] == [Create, Event, Delete]
+    assert out.actions[0].kind == "PersistentVolume"
+
+
+def test_setup_pod_stuck_terminating_is_force_deleted():
+    pod = with_(running(setup_pod()), **{"metadata.deletionTimestamp": format_time(T0 - 121)})
+    out = reconcile_claim(view(with_finalizer(pvc()), setup_pod=pod), S, T0)
+    (delete,) = out.actions
+    assert delete.force and delete.uid == pod["metadata"]["uid"]
+    recent = with_(pod, **{"metadata.deletionTimestamp": format_time(T0 - 5)})
+    assert reconcile_claim(view(with_finalizer(pvc()), setup_pod=recent), S, T0).actions == []
+
+
+def test_deleted_claim_whose_class_is_gone_still_gets_cleaned_up():
+    pod = finished(setup_pod(), "Succeeded")
+    out = reconcile_claim(view(deleting(pvc()), storage_class=None, setup_pod=pod), S, T0)
+    assert [a.body["metadata"]["name"] for a in out.of(Create)] == [f"cachesync-cleanup-{PV_NAME}"]
+    out = reconcile_claim(view(deleting(pvc()), storage_class=None), S, T0)
+    assert [type(a) for a in out.actions] == [Patch]      # nothing known was set up: let go

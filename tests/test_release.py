@@ -158,3 +158,11 @@ def test_broken_record_is_reported_and_kept():
     assert "size-bytes" in out.actions[0].message
     volume = with_(pv(), **{f"metadata|annotations|{keys.VOLUME_PREFIX}vol-dir": ...})
     assert "vol-dir is missing" in run(volume).actions[0].message
+
+
+def test_teardown_pod_stuck_terminating_on_a_dead_node_is_force_deleted():
+    stuck = with_(running(teardown()), **{"metadata.deletionTimestamp": format_time(T0 - 200)})
+    out = run(pv(), teardown_pod=stuck)
+    (delete,) = out.actions
+    assert delete.kind == "Pod" and delete.force is True
+    assert out.requeue_after == S.poll_interval

@@ -250,7 +250,8 @@ def test_daemon_publishes_serves_metrics_and_stops_on_sigterm(sync_node, registr
             try:
                 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
                                               timeout=2).read().decode()
-                if "cachesync_commits_published_total 1.0" in text:
+                if ("cachesync_commits_published_total 1.0" in text
+                        and "cachesync_pushes_pending 0.0" in text):
                     break
             except OSError:
                 pass
@@ -354,3 +355,36 @@ def test_lost_compressed_blob_is_made_again_from_storage(sync_node, registry, un
     assert pull.warm(b, ref).ok
     assert read_cache_file(b, ref.local_image(e3.tag), "two") == b"2" * 5000
     assert read_cache_file(b, ref.local_image(e3.tag), "three") == b"3"
+
+
+def test_crash_after_the_tags_before_the_journal_drop_publishes_nothing_twice(nodes):
+    a, _ = nodes
+    ref = CacheRef("team", "twice")
+    e = commit_generation(a, ref, {"f": os.urandom(50_000)})
+    first = sync.run_once(a, sleep=NO_SLEEP)
+    assert first.ok and first.published[0].pushed == 2
+    before = tag_digests(reg_of(a), ref)
+    a.journal.add(e)  # as if the process died between the tags and the drop
+    again = sync.run_once(a, sleep=NO_SLEEP)
+    assert again.ok and a.journal.pending() == []
+    p = again.published[0]
+    assert (p.pushed, p.present, p.bytes_sent, p.digest) == (0, 2, 0, first.published[0].digest)
+    assert tag_digests(reg_of(a), ref) == before
+
+
+def test_cli_warm_pulls_only_what_is_missing(nodes):
+    a, b = nodes
+    ref = CacheRef("team", "warmed")
+    commit_generation(a, ref, {"f": os.urandom(200_000)})
+    assert sync.run_once(a, sleep=NO_SLEEP).ok
+    s = b.settings.registry
+    env = {**os.environ, "CACHESYNC_ROOT": str(b.state.root), "CACHESYNC_NODE_ID": "b",
+           "CACHESYNC_REGISTRY": f"{s.host}/{s.prefix}", "CACHESYNC_INSECURE": "true"}
+    argv = [sys.executable, "-m", "cachesync.cli", "warm", "team/warmed"]
+    first = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "g00000001-a pulled: 1 layer(s) fetched" in first.stdout
+    second = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert second.returncode == 0 and "already on this node" in second.stdout
+    bad = subprocess.run([*argv[:-1], "Bad/Name"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid namespace" in bad.stderr

@@ -77,7 +77,7 @@ cat >"$WORK/overlay/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $PWD/provisioner/deploy
+  - $(realpath --relative-to="$WORK/overlay" provisioner/deploy)
   - registry.yaml
 images:
   - name: ghcr.io/cachesync/cachesync
