@@ -94,6 +94,7 @@ class GcResult:
     mounts: list[str] = field(default_factory=list)
     generations: list[str] = field(default_factory=list)   # "<ns>/<name>@<tag>"
     freed_bytes: int = 0
+    blob_bytes: int = 0        # compressed layer blobs of removed layers (registry sync's store)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -101,6 +102,8 @@ class GcResult:
         text = (f"gc: {verb} {len(self.generations)} generation(s) "
                 f"({self.freed_bytes / 2**20:.1f} MiB), {len(self.containers)} container(s), "
                 f"{len(self.records)} volume record(s), {len(self.mounts)} stale mount(s)")
+        if self.blob_bytes:
+            text += f", {self.blob_bytes / 2**20:.1f} MiB of layer blobs"
         if self.generations:
             text += ": " + ", ".join(self.generations)
         if self.errors:
@@ -112,6 +115,8 @@ def run(node: Node, dry_run: bool = False) -> GcResult:
     result = GcResult(dry_run)
     _leftovers(node, result)
     _generations(node, result)
+    if not dry_run:
+        _blobs(node, result)
     log.debug(result.summary())
     return result
 
@@ -132,6 +137,15 @@ def _leftovers(node: Node, result: GcResult) -> None:
             continue
         _under_lock(node, rec.vol_name, result, lambda rec=rec: _broken_record(node, rec, result))
     _stale_mounts(node, result)
+
+
+def _blobs(node: Node, result: GcResult) -> None:
+    """Compressed blobs of layers no local image holds any more (older than an hour)."""
+    from .oci import BlobStore
+    from .sync import prune_blob_store
+
+    if node.state.blobs.exists():
+        result.blob_bytes = prune_blob_store(node, BlobStore(node.state.blobs))
 
 
 def _under_lock(node: Node, vol_name: str, result: GcResult, fn) -> None:

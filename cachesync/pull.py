@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import metrics
+from . import store as local_store
 from .errors import BuildahError, CachesyncError, DigestMismatch, RegistryUnavailable
 from .generations import Generation, newest, parse_tags
 from .names import LOCAL_PREFIX, CacheRef
@@ -81,17 +82,9 @@ def ref_of_local_image(name: str) -> CacheRef | None:
         return None
 
 
-def local_generations(node: Node, ref: CacheRef) -> dict[Generation, str]:
+def _local_images(node: Node, ref: CacheRef) -> dict[Generation, str]:
     """Generations of ``ref`` in this node's storage -> image id."""
-    out = {}
-    prefix = ref.local_repository + ":"
-    for image in node.buildah.images():
-        for name in image.names:
-            if name.startswith(prefix):
-                g = Generation.parse(name[len(prefix):])
-                if g is not None:
-                    out[g] = image.id
-    return out
+    return {g: image.id for g, image in local_store.local_generations(node, ref)}
 
 
 def _registry(node: Node, registry: Registry | None) -> Registry:
@@ -134,7 +127,7 @@ def fetch(node: Node, ref: CacheRef, gen: Generation, registry: Registry | None 
                                       f"timeout")
 
     with node.state.lock(f"pull-{ref.key}", node.settings.lock_timeout):
-        local = local_generations(node, ref)
+        local = _local_images(node, ref)
         if gen in local:
             result.already_local = True
             return result
@@ -212,7 +205,7 @@ def warm(node: Node, ref: CacheRef, registry: Registry | None = None) -> WarmRes
     try:
         reg = _registry(node, registry)
         result.generation = remote_newest(node, ref, reg)
-        result.local = newest(local_generations(node, ref))
+        result.local = newest(_local_images(node, ref))
         if result.generation is None or (result.local and result.local >= result.generation):
             return result
         got = fetch(node, ref, result.generation, reg)
@@ -240,7 +233,7 @@ def refresh_for_setup(node: Node, ref: CacheRef, *,
         try:
             reg = registry or Registry(settings, sleep=sleep)
             remote = remote_newest(node, ref, reg)
-            local = newest(local_generations(node, ref))
+            local = newest(_local_images(node, ref))
             outcome["remote"], outcome["local"] = remote, local
             if remote is None or (local is not None and local >= remote):
                 return
@@ -263,7 +256,7 @@ def refresh_for_setup(node: Node, ref: CacheRef, *,
                      fetched.reused_layers, extra={"cache": str(ref), "event": "lazy-pull"})
         return
     try:
-        local = newest(local_generations(node, ref))
+        local = newest(_local_images(node, ref))
     except CachesyncError:
         local = None
     fallback = f"the newest local generation {local}" if local else "an empty cache"

@@ -9,8 +9,6 @@ mid-way) and ``ready``.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -20,9 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import LockTimeout
-
 from .names import CacheRef
-from .state import NodeState, write_atomic
+from .state import NodeState, flock_until, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +105,10 @@ def volume_lock(state: NodeState, vol_name: str, timeout: float,
     deadline = time.monotonic() + timeout
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        if not flock_until(fd, deadline, poll):
             os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"volume {vol_name} is busy: another setup, teardown or gc "
-                                  f"holds {lock_path} for more than {timeout:g}s") from None
-            time.sleep(poll)
-            continue
+            raise LockTimeout(f"volume {vol_name} is busy: another setup, teardown or gc "
+                              f"holds {lock_path} for more than {timeout:g}s")
         try:
             same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
         except FileNotFoundError:

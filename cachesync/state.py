@@ -91,24 +91,29 @@ class NodeState:
         path = self.locks / f"{name}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(f"lock {name!r} under {self.locks} is held by another "
-                                          f"process for more than {timeout:g}s") from None
-                    time.sleep(poll)
+            if not flock_until(fd, time.monotonic() + timeout, poll):
+                raise LockTimeout(f"lock {name!r} under {self.locks} is held by another "
+                                  f"process for more than {timeout:g}s")
             yield
         finally:
             os.close(fd)
 
     def cache_lock(self, ref: CacheRef, timeout: float) -> contextlib.AbstractContextManager[None]:
         return self.lock(f"cache-{ref.key}", timeout)
+
+
+def flock_until(fd: int, deadline: float, poll: float) -> bool:
+    """Take an exclusive flock on ``fd``, polling until ``deadline`` (monotonic). False: timed out."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

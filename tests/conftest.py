@@ -11,7 +11,7 @@ import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -49,15 +49,28 @@ def requires_root():
         pytest.skip("needs root (mounts, buildah)")
 
 
+def unmount_storage(root: Path) -> None:
+    """buildah's overlay driver keeps ``<root>/storage/overlay`` mounted on itself (and a skopeo
+    that fails can leave it so): that mount belongs to the node, not to a test's leaks."""
+    target = str((root / "storage" / "overlay").resolve())
+    if target in mounts_under(root):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
 @pytest.fixture
-def make_node(tmp_path, requires_root) -> Callable[..., Node]:
+def make_node(tmp_path, requires_root) -> Iterator[Callable[..., Node]]:
     """``make_node("a", max_layers=4)`` -> a Node with its own root under tmp_path."""
+    roots: list[Path] = []
 
     def make(name: str = "node", **overrides) -> Node:
         base = settings_mod.Settings(root=tmp_path / name, node_id=name.replace("-", "")[:32])
-        return Node.open(replace(base, **overrides))
+        node = Node.open(replace(base, **overrides))
+        roots.append(node.state.root)
+        return node
 
-    return make
+    yield make
+    for root in roots:
+        unmount_storage(root)
 
 
 def docker_available() -> bool:

@@ -164,10 +164,9 @@ def commit_generation(node, ref, files: dict[str, bytes], number: int | None = N
 
     from cachesync.generations import Generation, newest
     from cachesync.journal import JournalEntry
-    from cachesync.pull import local_generations
+    from cachesync.store import local_generations
 
-    local = local_generations(node, ref)
-    base = newest(local)
+    base = newest(g for g, _ in local_generations(node, ref))
     gen = Generation(number if number is not None else (base.number + 1 if base else 1),
                      node.node_id)
     name = f"t-{uuid.uuid4().hex[:12]}"
@@ -202,28 +201,10 @@ def read_cache_file(node, image: str, rel: str) -> bytes:
         node.buildah.rm(name)
 
 
-def _unmount_storage(root: Path) -> None:
-    """buildah's overlay driver keeps ``<root>/storage/overlay`` mounted; release it."""
-    target = str((root / "storage" / "overlay").resolve())
-    with open("/proc/self/mountinfo") as f:
-        mounted = any(line.split()[4] == target for line in f)
-    if mounted:
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-
-
 @pytest.fixture
-def sync_node(make_node, tmp_path):
-    """``sync_node("a", registry=...)``: make_node, plus release of its storage mount after."""
-    roots = []
-
-    def make(name: str = "node", **overrides):
-        node = make_node(name, **overrides)
-        roots.append(node.state.root)
-        return node
-
-    yield make
-    for root in roots:
-        _unmount_storage(root)
+def sync_node(make_node):
+    """The registry tests' name for ``make_node`` (which releases the storage mount after)."""
+    return make_node
 
 
 # --- a tiny HTTP server on 127.0.0.1 that serves fixed answers (bad registries on purpose) -----

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 
@@ -167,3 +168,30 @@ def test_generations_within_budget(make_node, commit_files, read_cache):
     assert result.freed_bytes >= sizes[2]
     assert [g.number for g, _ in store.local_generations(node, ref)] == [3, 4]
     assert sorted(read_cache(node)) == ["f0", "f1", "f2", "f3"]
+
+
+def test_blobs_of_layers_no_image_holds_are_pruned(make_node, commit_files):
+    from cachesync.oci import BlobStore, Descriptor
+
+    node = make_node()
+    gen = commit_files(node, {"a.txt": "kept"})
+    held = node.buildah.inspect_image(CacheRef("ns", "cache").local_image(gen.tag))
+    held_diff = held["OCIv1"]["rootfs"]["diff_ids"][0]
+    blobs = BlobStore(node.state.blobs).ensure()
+    paths = {}
+    for diff_id, content in ((held_diff, b"held layer"), ("sha256:" + "e" * 64, b"gone layer")):
+        path = blobs.layout / "blobs" / "sha256" / hashlib.sha256(content).hexdigest()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        blobs.remember_compressed(diff_id, "zstd", Descriptor(
+            "application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + path.name, len(content)))
+        paths[content] = path
+    old = 1_000_000_000  # long ago: past the hour a pull in flight is protected
+    for path in [*paths.values(), *(blobs.root / "diffids").rglob("*")]:
+        os.utime(path, (old, old))
+
+    result = gc.run(node)
+    assert not paths[b"gone layer"].exists()
+    assert paths[b"held layer"].exists()
+    assert result.blob_bytes == len(b"gone layer")
+    assert "MiB of layer blobs" in result.summary()

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from cachesync import pull, sync
+from cachesync import store as local_store
 from cachesync.generations import Generation
 from cachesync.names import CacheRef
 from cachesync.oci import (CONFIG, LAYER_ZSTD, BlobStore, Descriptor, build_manifest, digest_of,
@@ -26,7 +27,7 @@ def fallback_lines(caplog) -> list[str]:
 
 
 def local_tags(node, ref=REF) -> list[str]:
-    return sorted(g.tag for g in pull.local_generations(node, ref))
+    return sorted(g.tag for g, _ in local_store.local_generations(node, ref))
 
 
 def no_partial_files(node) -> bool:
