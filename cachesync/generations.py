@@ -52,3 +52,10 @@ def next_generation(node: str, *known: Generation | None) -> Generation:
 def should_move_latest(candidate: Generation, current: Generation | None) -> bool:
     """``latest`` only ever moves forward: never to a generation older than the one it names."""
     return current is None or candidate > current
+
+
+def latest_repair(tags: Iterable[str], latest: Generation | None) -> Generation | None:
+    """The generation ``latest`` must be re-pointed to: the newest generation among ``tags`` when
+    it is newer than the one ``latest`` names (or ``latest`` names none); else None."""
+    top = newest(parse_tags(tags))
+    return top if top is not None and should_move_latest(top, latest) else None

@@ -10,14 +10,22 @@ For each journal entry, oldest first:
      failures retried with bounded backoff;
   4. PUT the manifest by digest, then the generation tag, then ``latest`` only if
      ``should_move_latest`` (the current ``latest``'s generation read from its annotation);
+     then converge: the registry has no compare-and-swap, so two nodes publishing at once can
+     leave ``latest`` on the older generation (A reads g5, B reads g5, B writes g7, A writes
+     g6). Each publisher therefore lists the tags after its writes and re-points ``latest`` at
+     the newest generation tag when it names an older one, checking again after each repair:
+     whoever writes ``latest`` last also checks last, so it ends on the newest generation;
   5. retention: keep the newest ``keep_generations`` generation tags, delete older manifests;
   6. drop the journal entry. A crash before this republishes the same bytes: nothing twice,
-     nothing lost.
+     nothing lost. Scratch files of a pass killed mid-export or mid-compression (skopeo's
+     ``oci-put-blob*`` temporaries, ``.compress-*`` directories) are swept by the next pass,
+     under the sync lock, before it starts.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +34,7 @@ from typing import Callable
 
 from . import metrics, pull
 from .errors import BuildahError, CachesyncError, NotFound, RegistryError, RegistryUnavailable
-from .generations import LATEST, Generation, parse_tags, should_move_latest
+from .generations import LATEST, Generation, latest_repair, parse_tags, should_move_latest
 from .journal import JournalEntry
 from .names import CacheRef
 from .node import Node
@@ -175,6 +183,29 @@ def current_latest(reg: Registry, repo: str) -> tuple[Generation | None, str | N
     return (Generation.parse(tag) if tag else None), digest
 
 
+def converge_latest(reg: Registry, repo: str, cache: str, rounds: int = 3) -> Generation | None:
+    """Re-point ``latest`` at the newest generation tag while it names an older one (PUT of the
+    tag's exact manifest bytes, so the digest is the tag's). Returns the generation ``latest``
+    was last moved to, or None when it was right. Checks again after each repair, at most
+    ``rounds`` times, in case another node wrote in between."""
+    repaired: Generation | None = None
+    for _ in range(rounds):
+        latest, _ = current_latest(reg, repo)
+        target = latest_repair(reg.retried(lambda: reg.list_tags(repo)), latest)
+        if target is None:
+            break
+        try:
+            raw, digest, media_type = reg.retried(lambda: reg.get_manifest(repo, target.tag))
+        except NotFound:  # pruned by another node meanwhile: its newer tag wins next round
+            continue
+        reg.retried(lambda: reg.put_manifest(repo, raw, media_type or MANIFEST, LATEST))
+        repaired = target
+        log.info("repaired latest: it named %s, the newest tag is %s", latest, target.tag,
+                 extra={"cache": cache, "generation": target.tag, "digest": digest,
+                        "event": "latest-repaired"})
+    return repaired
+
+
 def prune(reg: Registry, repo: str, keep: int, cache: str) -> int:
     """Delete manifests of generation tags older than the newest ``keep``; returns how many."""
     gens = parse_tags(reg.retried(lambda: reg.list_tags(repo)))
@@ -210,10 +241,33 @@ def publish(node: Node, reg: Registry, store: BlobStore, skopeo: Skopeo, entry: 
     if should_move_latest(entry.generation, latest):
         reg.retried(lambda: reg.put_manifest(repo, prepared.manifest, MANIFEST, LATEST))
         result.latest_moved = True
+    repaired = converge_latest(reg, repo, str(ref))
+    if repaired is not None:  # latest names this commit only if the repair left it here
+        result.latest_moved = repaired == entry.generation
     pruned = prune(reg, repo, node.settings.registry.keep_generations, str(ref))
     for blob in prepared.blobs:
         store.remember_repo(blob.digest, repo)
     return result, pruned
+
+
+def sweep_scratch(node: Node, store: BlobStore) -> int:
+    """Remove what a sync pass killed mid-export or mid-compression left in the blob store:
+    skopeo's ``oci-put-blob*`` temporaries in the layouts' roots and ``.compress-*``
+    directories. Only a sync pass writes these; call it holding the sync lock. Returns how
+    many were removed."""
+    removed = 0
+    with node.state.lock("oci-layout", node.settings.lock_timeout):  # export_compressed's
+        for path in [*store.root.glob(".compress-*"), *store.export.glob("oci-put-blob*"),
+                     *store.layout.glob("oci-put-blob*")]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d scratch file(s) of an interrupted sync", removed,
+                 extra={"event": "sweep"})
+    return removed
 
 
 def _image_exists(node: Node, image: str) -> bool:
@@ -238,6 +292,7 @@ def run_once(node: Node, *, registry: Registry | None = None,
     store = BlobStore(node.state.blobs).ensure()
     skopeo = Skopeo()
     with node.state.lock("sync", node.settings.lock_timeout):
+        sweep_scratch(node, store)
         entries = node.journal.pending()
         try:
             reg.retried(reg.ping, attempts=2)

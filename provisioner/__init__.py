@@ -9,6 +9,7 @@
     volume.py      the volume record and the hostPath PV that carries it
     helper.py      helper Pods (setup/teardown/cleanup) and what their status means
     attempts.py    failed-helper bookkeeping: counters, backoff
+    helperpod.py   one helper Pod driven from absent to done (setup/cleanup/teardown)
     actions.py     what reconcilers want done (plain values)
     provision.py   reconcile a claim: setup helper, PV, cleanup of a claim deleted half way
     release.py     reconcile a released PV: teardown helper, then delete

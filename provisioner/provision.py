@@ -18,7 +18,8 @@ from . import attempts, claims, classes, keys, objects, policy
 from .actions import Create, Delete, Event, Outcome, Patch
 from .config import Settings
 from .errors import ClaimError
-from .helper import Phase, evaluate, force_delete, helper_pod, pod_name
+from .helper import Phase, evaluate, force_delete
+from .helperpod import HelperRun, drive
 from .objects import Obj
 from .volume import VolumeRecord, persistent_volume, pv_name_for
 
@@ -113,44 +114,25 @@ def _setup(view: ClaimView, record: VolumeRecord, decision: policy.WriteDecision
     """Start, watch, and retry the setup helper (its success is _make_pv)."""
     pvc = view.pvc
     out = Outcome()
-    state = evaluate(view.setup_pod, now, settings.helper_timeout)
     add = objects.add_finalizer_patch(pvc, keys.CLAIM_FINALIZER)
     if add:
         out.add(Patch("PersistentVolumeClaim", record.pvc_name, record.pvc_namespace, add))
-    name = pod_name("setup", record.pv_name)
-    if state.phase is Phase.ABSENT:
-        tries = attempts.Attempts.of(pvc, "setup")
-        if tries.exhausted(settings):
-            out.add(Event(objects.ref(pvc), "Warning", "ProvisioningFailed",
-                          f"setup failed {tries.failures} times on node {record.node}; asking "
-                          "the scheduler to select a node again"),
-                    Patch("PersistentVolumeClaim", record.pvc_name, record.pvc_namespace,
-                          objects.annotations_patch({keys.SELECTED_NODE: None,
-                                                     **attempts.reset("setup")})))
-            out.note = "setup attempts exhausted"
-            return out
-        wait = tries.wait(now)
-        if wait is not None:
-            out.requeue_after, out.note = wait, "backing off after a failed setup"
-            return out
-        out.add(Create("Pod", helper_pod(record, "setup", settings)),
-                Event(objects.ref(pvc), "Normal", "Provisioning",
-                      f"setting up cache {record.cache} on node {record.node}, "
-                      f"{decision.reason}"))
-        if decision.denied:
-            out.add(Event(objects.ref(pvc), "Warning", "WriteDenied",
-                          f"annotation {keys.WRITE}=true ignored: {decision.reason}"))
-        out.requeue_after, out.note = settings.poll_interval, "setup started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
-        if state.phase is Phase.STUCK:
-            out.add(force_delete(view.setup_pod, settings))
-        out.requeue_after, out.note = settings.poll_interval, f"setup {state.phase.value}"
-    else:
-        actions, tries = attempts.record_failure(pvc, state, "setup", record.node, name,
-                                                 settings, now)
-        out.add(*actions)
-        out.requeue_after, out.note = settings.backoff(tries.failures), "setup failed"
-    return out
+    denied = [Event(objects.ref(pvc), "Warning", "WriteDenied",
+                    f"annotation {keys.WRITE}=true ignored: {decision.reason}")] \
+        if decision.denied else []
+    return drive(HelperRun(
+        "setup", pvc, record, view.setup_pod,
+        start_reason="Provisioning",
+        start_message=f"setting up cache {record.cache} on node {record.node}, {decision.reason}",
+        start_also=denied,
+        give_up_reason="ProvisioningFailed",
+        give_up_message=lambda failures: (
+            f"setup failed {failures} times on node {record.node}; asking the scheduler to "
+            "select a node again"),
+        give_up=[Patch("PersistentVolumeClaim", record.pvc_name, record.pvc_namespace,
+                       objects.annotations_patch({keys.SELECTED_NODE: None,
+                                                  **attempts.reset("setup")}))],
+    ), settings, now, out)
 
 
 def _node_gone(view: ClaimView, node_name: str, settings: Settings) -> Outcome:
@@ -220,36 +202,15 @@ def _cleanup(view: ClaimView, settings: Settings, now: float) -> Outcome:
         return out.add(*_remove_finalizer(pvc))
     if view.setup_pod is not None:
         out.add(Delete("Pod", objects.name(view.setup_pod), settings.namespace, setup.pod_uid))
-    state = evaluate(view.cleanup_pod, now, settings.helper_timeout)
-    name = pod_name("cleanup", record.pv_name)
-    if state.phase is Phase.ABSENT:
-        tries = attempts.Attempts.of(pvc, "cleanup")
-        if tries.exhausted(settings):
-            out.note = "cleanup attempts exhausted"
-            return out.add(Event(objects.ref(pvc), "Warning", "CleanupAbandoned",
-                                 f"cleanup failed {tries.failures} times; run `cachesync gc` on "
-                                 f"node {record.node} to remove what is left"),
-                           *_remove_finalizer(pvc))
-        wait = tries.wait(now)
-        if wait is not None:
-            out.requeue_after, out.note = wait, "backing off after a failed cleanup"
-            return out
-        out.add(Create("Pod", helper_pod(record, "cleanup", settings)),
-                Event(objects.ref(pvc), "Normal", "CleaningUp",
-                      f"claim deleted before its volume was ready: removing what setup made on "
-                      f"node {record.node} (nothing is committed)"))
-        out.requeue_after, out.note = settings.poll_interval, "cleanup started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
-        if state.phase is Phase.STUCK:
-            out.add(force_delete(view.cleanup_pod, settings))
-        out.requeue_after, out.note = settings.poll_interval, f"cleanup {state.phase.value}"
-    elif state.phase is Phase.SUCCEEDED:
-        out.add(Delete("Pod", name, settings.namespace, state.pod_uid or None),
-                *_remove_finalizer(pvc))
-        out.note = "cleaned up"
-    else:
-        actions, tries = attempts.record_failure(pvc, state, "cleanup", record.node, name,
-                                                 settings, now)
-        out.add(*actions)
-        out.requeue_after, out.note = settings.backoff(tries.failures), "cleanup failed"
-    return out
+    return drive(HelperRun(
+        "cleanup", pvc, record, view.cleanup_pod,
+        start_reason="CleaningUp",
+        start_message=f"claim deleted before its volume was ready: removing what setup made on "
+                      f"node {record.node} (nothing is committed)",
+        give_up_reason="CleanupAbandoned",
+        give_up_message=lambda failures: (
+            f"cleanup failed {failures} times; run `cachesync gc` on node {record.node} to "
+            "remove what is left"),
+        give_up=_remove_finalizer(pvc),
+        done=_remove_finalizer(pvc), done_note="cleaned up",
+    ), settings, now, out)

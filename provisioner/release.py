@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import attempts, keys, objects
-from .actions import Create, Delete, Event, Outcome, Patch
+from . import keys, objects
+from .actions import Delete, Event, Outcome, Patch
 from .config import Settings
 from .errors import ClaimError
-from .helper import JobResult, Phase, evaluate, force_delete, helper_pod, pod_name
+from .helper import JobResult
+from .helperpod import HelperRun, drive
 from .objects import Obj
 from .volume import VolumeRecord
 
@@ -86,37 +87,17 @@ def reconcile_volume(view: VolumeView, settings: Settings, now: float) -> Outcom
                              f"node {record.node} no longer exists: nothing to tear down there; "
                              "deleting the volume"), *_let_go(pv))
     result = job_result(pv)
-    state = evaluate(view.teardown_pod, now, settings.helper_timeout)
-    name = pod_name("teardown", record.pv_name)
-    if state.phase is Phase.ABSENT:
-        tries = attempts.Attempts.of(pv, "teardown")
-        if tries.exhausted(settings):
-            out.note = "teardown attempts exhausted"
-            return out.add(Event(objects.ref(pv), "Warning", "TeardownAbandoned",
-                                 f"teardown failed {tries.failures} times; deleting the volume "
-                                 f"anyway: run `cachesync gc` on node {record.node} to remove "
-                                 "what is left"), *_let_go(pv))
-        wait = tries.wait(now)
-        if wait is not None:
-            out.requeue_after, out.note = wait, "backing off after a failed teardown"
-            return out
-        out.add(Create("Pod", helper_pod(record, "teardown", settings, result)),
-                Event(objects.ref(pv), "Normal", "TearingDown",
-                      f"tearing down on node {record.node}: {commit_phrase(record.write, result)}"))
-        out.requeue_after, out.note = settings.poll_interval, "teardown started"
-    elif state.phase in (Phase.RUNNING, Phase.DELETING, Phase.STUCK):
-        if state.phase is Phase.STUCK:
-            out.add(force_delete(view.teardown_pod, settings))
-        out.requeue_after, out.note = settings.poll_interval, f"teardown {state.phase.value}"
-    elif state.phase is Phase.SUCCEEDED:
-        detail = f": {state.message}" if state.message else ""
-        out.add(Event(objects.ref(pv), "Normal", "TornDown",
-                      f"volume removed from node {record.node}{detail}"),
-                Delete("Pod", name, settings.namespace, state.pod_uid or None), *_let_go(pv))
-        out.note = "torn down"
-    else:
-        actions, tries = attempts.record_failure(pv, state, "teardown", record.node, name,
-                                                 settings, now)
-        out.add(*actions)
-        out.requeue_after, out.note = settings.backoff(tries.failures), "teardown failed"
-    return out
+    return drive(HelperRun(
+        "teardown", pv, record, view.teardown_pod,
+        start_reason="TearingDown",
+        start_message=f"tearing down on node {record.node}: "
+                      f"{commit_phrase(record.write, result)}",
+        give_up_reason="TeardownAbandoned",
+        give_up_message=lambda failures: (
+            f"teardown failed {failures} times; deleting the volume anyway: run `cachesync gc` "
+            f"on node {record.node} to remove what is left"),
+        give_up=_let_go(pv),
+        done=_let_go(pv), done_note="torn down",
+        done_reason="TornDown", done_message=f"volume removed from node {record.node}",
+        job_result=result,
+    ), settings, now, out)

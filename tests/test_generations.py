@@ -1,7 +1,7 @@
 import pytest
 
-from cachesync.generations import (Generation, newest, next_generation, parse_tags,
-                                   should_move_latest)
+from cachesync.generations import (Generation, latest_repair, newest, next_generation,
+                                   parse_tags, should_move_latest)
 
 
 def test_tag_round_trip_and_order():
@@ -47,3 +47,23 @@ def test_next_generation(known, expected):
 ])
 def test_latest_only_moves_forward(candidate, current, moves):
     assert should_move_latest(candidate, current) is moves
+
+
+@pytest.mark.parametrize("tags,latest,target", [
+    # two writers raced and the older one wrote last: back to the newest tag
+    (["g00000005-a", "g00000006-a", "g00000007-b", "latest"], Generation(6, "a"),
+     Generation(7, "b")),
+    # same number, the node id breaks the tie
+    (["g00000007-a", "g00000007-b"], Generation(7, "a"), Generation(7, "b")),
+    # latest names no generation (missing, or a manifest without our annotation)
+    (["g00000001-a"], None, Generation(1, "a")),
+    # already right
+    (["g00000006-a", "g00000007-b", "latest"], Generation(7, "b"), None),
+    # latest names a generation whose tag was pruned or never listed: never move back
+    (["g00000003-a"], Generation(4, "b"), None),
+    # no generation tags at all (foreign tags only, or an empty repository)
+    (["latest", "v1"], Generation(2, "a"), None),
+    ([], None, None),
+])
+def test_latest_repair_points_latest_at_the_newest_tag(tags, latest, target):
+    assert latest_repair(tags, latest) == target

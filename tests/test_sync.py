@@ -388,3 +388,152 @@ def test_cli_warm_pulls_only_what_is_missing(nodes):
     assert second.returncode == 0 and "already on this node" in second.stdout
     bad = subprocess.run([*argv[:-1], "Bad/Name"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid namespace" in bad.stderr
+
+
+# --- latest converges under concurrent writers --------------------------------------------------
+
+def test_latest_converges_after_an_older_node_wrote_it_last(nodes, caplog):
+    a, b = nodes
+    ref = CacheRef("team", "race")
+    commit_generation(b, ref, {"x": b"from b"}, number=7)
+    assert sync.run_once(b, sleep=NO_SLEEP).ok
+    older = commit_generation(a, ref, {"x": b"from a"}, number=6)
+    assert sync.run_once(a, sleep=NO_SLEEP).ok
+    reg = reg_of(a)
+    repo = reg.repository(ref.namespace, ref.name)
+    # a's stale write: it read latest (g5) before b wrote g7, and wrote g6 after
+    raw6, digest6, media_type = reg.get_manifest(repo, older.tag)
+    reg.put_manifest(repo, raw6, media_type, "latest")
+    assert tag_digests(reg, ref)["latest"] == digest6
+    # a's next publish moves latest to g7-a (newer than g6), then finds g7-b and repairs
+    mine = commit_generation(a, ref, {"y": b"a again"})
+    assert mine.generation == Generation(7, "a")
+    with caplog.at_level("INFO", logger="cachesync.sync"):
+        result = sync.run_once(a, sleep=NO_SLEEP)
+    assert result.ok and not result.published[0].latest_moved, result.summary()
+    tags = tag_digests(reg, ref)
+    assert tags["latest"] == tags["g00000007-b"] != tags[mine.tag]
+    assert reg.get_manifest(repo, "latest")[0] == reg.get_manifest(repo, "g00000007-b")[0]
+    repairs = [r for r in caplog.records if getattr(r, "event", None) == "latest-repaired"]
+    assert [(r.cache, r.generation, r.digest) for r in repairs] == [
+        (str(ref), "g00000007-b", tags["g00000007-b"])]
+
+
+def test_converge_latest_repairs_a_stale_latest_once(nodes):
+    a, b = nodes
+    ref = CacheRef("team", "converge")
+    old = commit_generation(a, ref, {"x": b"a"}, number=1)
+    assert sync.run_once(a, sleep=NO_SLEEP).ok
+    commit_generation(b, ref, {"x": b"b"}, number=2)
+    assert sync.run_once(b, sleep=NO_SLEEP).ok
+    reg = reg_of(a)
+    repo = reg.repository(ref.namespace, ref.name)
+    raw, _, media_type = reg.get_manifest(repo, old.tag)
+    reg.put_manifest(repo, raw, media_type, "latest")  # the stale write
+    assert sync.converge_latest(reg, repo, str(ref)) == Generation(2, "b")
+    tags = tag_digests(reg, ref)
+    assert tags["latest"] == tags["g00000002-b"] != tags[old.tag]
+    assert sync.converge_latest(reg, repo, str(ref)) is None  # right now: nothing to do
+
+
+# --- kill -9 at several moments -------------------------------------------------------------------
+
+AFTER_MANIFEST = "after-manifest"
+
+
+def sync_env(node, settings) -> dict[str, str]:
+    return {**os.environ, "CACHESYNC_ROOT": str(node.state.root),
+            "CACHESYNC_NODE_ID": node.node_id,
+            "CACHESYNC_REGISTRY": f"{settings.host}/{settings.prefix}",
+            "CACHESYNC_INSECURE": "true"}
+
+
+def manifest_revisions(registry, repo: str) -> list[Path]:
+    """Every manifest the registry stores for ``repo`` (one per distinct digest ever put)."""
+    revisions = (registry.storage / "docker/registry/v2/repositories" / repo
+                 / "_manifests/revisions/sha256")
+    return list(revisions.iterdir()) if revisions.exists() else []
+
+
+def half_written(store) -> list[str]:
+    """Files of the node's blob store that are not whole: scratch left by a killed pass, or a
+    blob that does not hash to its name (export placeholders, without blocks, are whole)."""
+    from cachesync.oci import file_digest
+
+    bad = [str(p) for p in store.root.glob(".compress-*")]
+    for layout in (store.layout, store.export):
+        bad += [str(p) for p in layout.iterdir() if p.name not in ("blobs", "index.json",
+                                                                    "oci-layout")]
+        for path in (layout / "blobs" / "sha256").iterdir():
+            if layout == store.export and path.stat().st_blocks == 0:
+                continue
+            if len(path.name) != 64 or file_digest(path) != "sha256:" + path.name:
+                bad.append(str(path))
+    return bad
+
+
+def test_scratch_of_a_killed_pass_is_swept_by_the_next(sync_node, registry, unique_prefix):
+    from cachesync.oci import BlobStore
+
+    a = sync_node("a", registry=registry.settings(prefix=unique_prefix))
+    store = BlobStore(a.state.blobs).ensure()
+    (store.root / ".compress-x1y2" / "out").mkdir(parents=True)
+    (store.root / ".compress-x1y2" / "out" / "oci-put-blob1").write_bytes(b"half")
+    (store.export / "oci-put-blob2").write_bytes(b"half an export")
+    (store.layout / "oci-put-blob3").write_bytes(b"half a first push")
+    assert len(half_written(store)) == 3
+    commit_generation(a, CacheRef("ci", "swept"), {"f": b"1"})
+    assert sync.run_once(a, sleep=NO_SLEEP).ok
+    assert half_written(store) == []
+    assert store.blobs()  # the pass's own blobs are whole and kept
+
+
+@pytest.mark.parametrize("moment", [0.05, 0.3, 0.7, 1.0, 1.5, AFTER_MANIFEST])
+def test_kill_9_at_any_moment_then_restart_publishes_each_commit_once(
+        sync_node, registry, unique_prefix, tmp_path, moment):
+    from cachesync.oci import BlobStore
+
+    settings = registry.settings(prefix=unique_prefix)
+    a = sync_node("a", registry=settings)
+    ref = CacheRef("ci", "killed")
+    entries = [commit_generation(a, ref, {"small": b"1"}),
+               commit_generation(a, ref, {"big.bin": os.urandom(96 * 1024 * 1024)}),
+               commit_generation(a, ref, {"after": b"3"})]
+    reg = reg_of(a)
+    repo = reg.repository(ref.namespace, ref.name)
+    argv = [sys.executable, "-m", "cachesync.cli", "sync", "--once"]
+    # its own session: the kill takes skopeo children along, as a dying pod would
+    proc = subprocess.Popen(argv, env=sync_env(a, settings), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        if moment == AFTER_MANIFEST:  # the big commit's manifest is in (the first one's was)
+            deadline = time.monotonic() + 60
+            while (len(manifest_revisions(registry, repo)) < 2 and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.005)
+        else:
+            time.sleep(moment)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it had finished: the restart has nothing to do, the same asserts hold
+        proc.wait()
+    again = subprocess.run(argv, env=sync_env(a, settings), capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert a.journal.pending() == []
+    tags = tag_digests(reg, ref)
+    assert set(tags) == {e.tag for e in entries} | {"latest"}
+    assert tags["latest"] == tags[entries[-1].tag]
+    # exactly once: one stored manifest per commit, none rebuilt with other bytes
+    assert len(manifest_revisions(registry, repo)) == len(entries)
+    blobs = {}
+    for e in entries:
+        raw, digest, _ = reg.get_manifest(repo, e.tag)
+        manifest = parse_manifest(raw, digest)
+        assert manifest.generation_tag == e.tag
+        blobs.update({d.digest: d.size for d in (manifest.config, *manifest.layers)})
+    for digest, size in blobs.items():  # pull_blob verifies the digest of what it reads
+        assert reg.pull_blob(repo, digest, tmp_path / "check" / digest) == size
+    assert half_written(BlobStore(a.state.blobs)) == []
