@@ -201,12 +201,6 @@ def read_cache_file(node, image: str, rel: str) -> bytes:
         node.buildah.rm(name)
 
 
-@pytest.fixture
-def sync_node(make_node):
-    """The registry tests' name for ``make_node`` (which releases the storage mount after)."""
-    return make_node
-
-
 # --- a tiny HTTP server on 127.0.0.1 that serves fixed answers (bad registries on purpose) -----
 
 @dataclass

@@ -77,7 +77,7 @@ VOLUME = ("export VOL_DIR=/tmp/vol VOL_NAME=job1 VOL_MODE=Filesystem PVC_NAMESPA
           "PVC_NAME=compose JOB_RESULT=succeeded CACHE_WRITE={write}\n")
 
 
-def test_compose_registry_and_node_round_trip(compose, sync_node):
+def test_compose_registry_and_node_round_trip(compose, make_node):
     port = compose.port
     wait_for(f"http://127.0.0.1:{port}/v2/")
     # 1. a job on the node in Compose writes the cache; the node's sync daemon publishes it
@@ -88,7 +88,7 @@ def test_compose_registry_and_node_round_trip(compose, sync_node):
     # 2. a node on this host pulls it from the registry in Compose
     settings = RegistrySettings(host=f"127.0.0.1:{port}", prefix="cachesync", insecure=True,
                                 retry_attempts=3, retry_max_wait=0.5)
-    b = sync_node("b", registry=settings)
+    b = make_node("b", registry=settings)
     pull.refresh_for_setup(b, REF)
     newest = pull.remote_newest(b, REF)
     assert newest is not None and newest.node == "compose"

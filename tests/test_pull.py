@@ -35,9 +35,9 @@ def no_partial_files(node) -> bool:
 
 
 @pytest.fixture
-def published(sync_node, own_registry):
+def published(make_node, own_registry):
     """Node A published two generations of REF to a registry of the test's own."""
-    a = sync_node("a", registry=own_registry.settings(prefix="p"))
+    a = make_node("a", registry=own_registry.settings(prefix="p"))
     e1 = commit_generation(a, REF, {"lib/base.bin": os.urandom(512 * 1024)})
     e2 = commit_generation(a, REF, {"lib/new.txt": b"generation two"})
     assert sync.run_once(a, sleep=NO_SLEEP).ok
@@ -47,9 +47,9 @@ def published(sync_node, own_registry):
     return a, (e1, e2), parse_manifest(raw, digest)
 
 
-def test_setup_pulls_the_newest_generation(published, sync_node, own_registry, caplog):
+def test_setup_pulls_the_newest_generation(published, make_node, own_registry, caplog):
     _, (_, e2), _ = published
-    b = sync_node("b", registry=own_registry.settings(prefix="p"))
+    b = make_node("b", registry=own_registry.settings(prefix="p"))
     caplog.set_level(logging.INFO)
     pull.refresh_for_setup(b, REF)
     assert local_tags(b) == [e2.tag]
@@ -58,11 +58,11 @@ def test_setup_pulls_the_newest_generation(published, sync_node, own_registry, c
     assert pull.remote_newest(b, REF) == Generation.parse(e2.tag)
 
 
-def test_corrupted_blob_falls_back_to_an_empty_cache(published, sync_node, own_registry,
+def test_corrupted_blob_falls_back_to_an_empty_cache(published, make_node, own_registry,
                                                      caplog):
     _, _, manifest = published
     own_registry.blob_path(manifest.layers[0].digest).write_bytes(b"not the layer")
-    b = sync_node("b", registry=own_registry.settings(prefix="p"))
+    b = make_node("b", registry=own_registry.settings(prefix="p"))
     pull.refresh_for_setup(b, REF)
     lines = fallback_lines(caplog)
     assert len(lines) == 1 and "an empty cache" in lines[0] and "refused" in lines[0]
@@ -72,10 +72,10 @@ def test_corrupted_blob_falls_back_to_an_empty_cache(published, sync_node, own_r
     assert not w.ok and "refused" in w.summary()
 
 
-def test_bad_new_layer_falls_back_to_the_newest_local_generation(published, sync_node,
+def test_bad_new_layer_falls_back_to_the_newest_local_generation(published, make_node,
                                                                  own_registry, caplog):
     a, (e1, e2), _ = published
-    b = sync_node("b", registry=own_registry.settings(prefix="p"))
+    b = make_node("b", registry=own_registry.settings(prefix="p"))
     assert pull.warm(b, REF).ok
     e3 = commit_generation(a, REF, {"lib/third.txt": b"three"})
     assert sync.run_once(a, sleep=NO_SLEEP).ok
@@ -88,9 +88,9 @@ def test_bad_new_layer_falls_back_to_the_newest_local_generation(published, sync
     assert local_tags(b) == [e2.tag]
 
 
-def test_registry_down_at_setup_is_one_line_and_no_error(published, sync_node, own_registry,
+def test_registry_down_at_setup_is_one_line_and_no_error(published, make_node, own_registry,
                                                          caplog):
-    b = sync_node("b", registry=own_registry.settings(prefix="p"))
+    b = make_node("b", registry=own_registry.settings(prefix="p"))
     own_registry.stop()
     pull.refresh_for_setup(b, REF, sleep=NO_SLEEP)
     lines = fallback_lines(caplog)
@@ -99,10 +99,10 @@ def test_registry_down_at_setup_is_one_line_and_no_error(published, sync_node, o
     assert not w.ok and "unreachable" in w.summary()
 
 
-def test_slow_registry_gives_up_after_the_setup_timeout(sync_node, static_registry, caplog):
+def test_slow_registry_gives_up_after_the_setup_timeout(make_node, static_registry, caplog):
     static_registry.routes[("GET", "/v2/cachesync/team/cargo/tags/list")] = Answer(
         200, b'{"tags":["g00000001-x"]}', delay=4.0)
-    b = sync_node("b", registry=static_registry.settings(setup_timeout=0.5, timeout=10.0))
+    b = make_node("b", registry=static_registry.settings(setup_timeout=0.5, timeout=10.0))
     pull.refresh_for_setup(b, REF, sleep=NO_SLEEP)
     lines = fallback_lines(caplog)
     assert len(lines) == 1 and "slower than the setup timeout" in lines[0]
@@ -124,7 +124,7 @@ CONFIG_RAW = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
 
 
 @pytest.mark.parametrize("case", ["layer", "config", "manifest-header", "manifest-type"])
-def test_manifests_and_blobs_that_do_not_match_are_refused(case, sync_node, static_registry):
+def test_manifests_and_blobs_that_do_not_match_are_refused(case, make_node, static_registry):
     repo = "cachesync/team/cargo"
     layer = os.urandom(1000)
     if case == "layer":         # the manifest names a digest the served layer does not hash to
@@ -140,7 +140,7 @@ def test_manifests_and_blobs_that_do_not_match_are_refused(case, sync_node, stat
     if case == "manifest-type":
         static_registry.routes[("GET", f"/v2/{repo}/manifests/g00000001-x")].body = \
             manifest.replace(b"vnd.oci.image.manifest.v1+json", b"vnd.evil+json")
-    b = sync_node("b", registry=static_registry.settings())
+    b = make_node("b", registry=static_registry.settings())
     w = pull.warm(b, REF, registry=Registry(b.settings.registry, sleep=NO_SLEEP))
     assert not w.ok
     expected = {"layer": "refused", "config": "refused", "manifest-header": "refused",

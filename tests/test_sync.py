@@ -25,9 +25,9 @@ NO_SLEEP = lambda _s: None  # noqa: E731 (injected sleep: retries take no time)
 
 
 @pytest.fixture
-def nodes(sync_node, registry, unique_prefix):
+def nodes(make_node, registry, unique_prefix):
     settings = registry.settings(prefix=unique_prefix)
-    return sync_node("a", registry=settings), sync_node("b", registry=settings)
+    return make_node("a", registry=settings), make_node("b", registry=settings)
 
 
 def reg_of(node) -> Registry:
@@ -99,8 +99,8 @@ def test_cross_repository_mount_of_a_shared_layer(nodes):
     assert result.published[0].mounted == 1
 
 
-def test_registry_down_during_commits_then_up_publishes_all(sync_node, own_registry):
-    a = sync_node("a", registry=own_registry.settings(prefix="down"))
+def test_registry_down_during_commits_then_up_publishes_all(make_node, own_registry):
+    a = make_node("a", registry=own_registry.settings(prefix="down"))
     ref = CacheRef("ci", "maven")
     own_registry.stop()
     entries = [commit_generation(a, ref, {f"f{i}": b"x" * i}) for i in range(1, 4)]
@@ -117,8 +117,8 @@ def test_registry_down_during_commits_then_up_publishes_all(sync_node, own_regis
     assert tags["latest"] == tags[entries[-1].tag]
 
 
-def test_retention_keeps_the_last_generations(sync_node, registry, unique_prefix):
-    a = sync_node("a", registry=registry.settings(prefix=unique_prefix, keep_generations=2))
+def test_retention_keeps_the_last_generations(make_node, registry, unique_prefix):
+    a = make_node("a", registry=registry.settings(prefix=unique_prefix, keep_generations=2))
     ref = CacheRef("ci", "ccache")
     entries = [commit_generation(a, ref, {f"f{i}": b"y" * i}) for i in range(1, 5)]
     result = sync.run_once(a, sleep=NO_SLEEP)
@@ -126,8 +126,8 @@ def test_retention_keeps_the_last_generations(sync_node, registry, unique_prefix
     assert set(tag_digests(reg_of(a), ref)) == {entries[2].tag, entries[3].tag, "latest"}
 
 
-def test_gzip_compression_option(sync_node, registry, unique_prefix):
-    a = sync_node("a", registry=registry.settings(prefix=unique_prefix, compression="gzip"))
+def test_gzip_compression_option(make_node, registry, unique_prefix):
+    a = make_node("a", registry=registry.settings(prefix=unique_prefix, compression="gzip"))
     ref = CacheRef("ci", "gz")
     e = commit_generation(a, ref, {"f": b"gzip please"})
     assert sync.run_once(a, sleep=NO_SLEEP).ok
@@ -136,7 +136,7 @@ def test_gzip_compression_option(sync_node, registry, unique_prefix):
     assert [x.media_type for x in parse_manifest(raw, digest).layers] == [LAYER_GZIP]
 
 
-def test_skopeo_inspect_and_buildah_pull_read_the_pushed_image(nodes, sync_node):
+def test_skopeo_inspect_and_buildah_pull_read_the_pushed_image(nodes, make_node):
     a, _ = nodes
     ref = CacheRef("team", "readable")
     e = commit_generation(a, ref, {"hello.txt": b"hello registry\n"})
@@ -149,16 +149,16 @@ def test_skopeo_inspect_and_buildah_pull_read_the_pushed_image(nodes, sync_node)
     reg = reg_of(a)
     assert info["Digest"] == tag_digests(reg, ref)[e.tag]
     assert len(info["Layers"]) == 1
-    c = sync_node("c")
+    c = make_node("c")
     c.buildah.pull(f"{remote}:{e.tag}", tls_verify=False)
     assert read_cache_file(c, f"{remote}:{e.tag}", "hello.txt") == b"hello registry\n"
     raw, digest, _ = reg.get_manifest(reg.repository("team", "readable"), "latest")
     assert parse_manifest(raw, digest).annotations[ANNOTATION_GENERATION] == e.tag
 
 
-def test_kill_9_mid_push_then_restart_publishes_everything_once(sync_node, own_registry):
+def test_kill_9_mid_push_then_restart_publishes_everything_once(make_node, own_registry):
     settings = own_registry.settings(prefix="kill")
-    a = sync_node("a", registry=settings)
+    a = make_node("a", registry=settings)
     ref = CacheRef("ci", "huge")
     entries = [commit_generation(a, ref, {"small": b"1"}),
                commit_generation(a, ref, {"big.bin": os.urandom(160 * 1024 * 1024)}),
@@ -196,11 +196,11 @@ def test_kill_9_mid_push_then_restart_publishes_everything_once(sync_node, own_r
     assert third.returncode == 0 and "published 0 commit(s)" in third.stdout
 
 
-def test_wrong_password_is_a_one_line_error_without_the_password(sync_node, auth_registry):
+def test_wrong_password_is_a_one_line_error_without_the_password(make_node, auth_registry):
     from registry_fixtures import AUTH_PASSWORD
 
     good = auth_registry.settings(prefix="auth")
-    a = sync_node("a", registry=good)
+    a = make_node("a", registry=good)
     ref = CacheRef("ci", "secure")
     e = commit_generation(a, ref, {"f": b"auth"})
     env = {**os.environ, "CACHESYNC_ROOT": str(a.state.root), "CACHESYNC_NODE_ID": "a",
@@ -226,12 +226,12 @@ def test_wrong_password_is_a_one_line_error_without_the_password(sync_node, auth
     assert e.tag in tag_digests(Registry(good, sleep=NO_SLEEP), ref)
 
 
-def test_daemon_publishes_serves_metrics_and_stops_on_sigterm(sync_node, registry,
+def test_daemon_publishes_serves_metrics_and_stops_on_sigterm(make_node, registry,
                                                             unique_prefix, tmp_path):
     from registry_fixtures import free_port
 
     settings = registry.settings(prefix=unique_prefix)
-    a = sync_node("a", registry=settings)
+    a = make_node("a", registry=settings)
     ref = CacheRef("ci", "daemon")
     e = commit_generation(a, ref, {"f": b"daemon"})
     port = free_port()
@@ -298,10 +298,10 @@ def job(root: Path, settings, vol_dir: Path, cache: str, write: bool, result: st
     return seen
 
 
-def test_cli_file_written_through_a_volume_on_a_is_seen_on_b(sync_node, registry,
+def test_cli_file_written_through_a_volume_on_a_is_seen_on_b(make_node, registry,
                                                              unique_prefix, tmp_path):
     settings = registry.settings(prefix=unique_prefix)
-    a, b = sync_node("a", registry=settings), sync_node("b", registry=settings)
+    a, b = make_node("a", registry=settings), make_node("b", registry=settings)
     job(a.state.root, settings, tmp_path / "va1", "pip", True, "succeeded",
         {"wheel.whl": b"built on a"})
     pushed = cli(a.state.root, settings, "sync", "--once")
@@ -320,10 +320,10 @@ def test_cli_file_written_through_a_volume_on_a_is_seen_on_b(sync_node, registry
         == "g00000002-b"
 
 
-def test_cli_read_only_and_failed_jobs_never_change_the_registry(sync_node, registry,
+def test_cli_read_only_and_failed_jobs_never_change_the_registry(make_node, registry,
                                                                 unique_prefix, tmp_path):
     settings = registry.settings(prefix=unique_prefix)
-    a = sync_node("a", registry=settings)
+    a = make_node("a", registry=settings)
     job(a.state.root, settings, tmp_path / "v1", "go", True, "succeeded", {"mod": b"v1"})
     assert cli(a.state.root, settings, "sync", "--once").returncode == 0
     ref = CacheRef("team", "go")
@@ -335,11 +335,11 @@ def test_cli_read_only_and_failed_jobs_never_change_the_registry(sync_node, regi
     assert tag_digests(reg_of(a), ref) == before and set(before) == {"g00000001-a", "latest"}
 
 
-def test_lost_compressed_blob_is_made_again_from_storage(sync_node, registry, unique_prefix):
+def test_lost_compressed_blob_is_made_again_from_storage(make_node, registry, unique_prefix):
     from cachesync.oci import BlobStore
 
     settings = registry.settings(prefix=unique_prefix)
-    a = sync_node("a", registry=settings)
+    a = make_node("a", registry=settings)
     ref = CacheRef("ci", "rebuild")
     commit_generation(a, ref, {"one": os.urandom(100_000)})
     e2 = commit_generation(a, ref, {"two": b"2" * 5000})
@@ -351,7 +351,7 @@ def test_lost_compressed_blob_is_made_again_from_storage(sync_node, registry, un
     e3 = commit_generation(a, ref, {"three": b"3"})
     result = sync.run_once(a, sleep=NO_SLEEP)
     assert result.ok, result.summary()
-    b = sync_node("b", registry=settings)
+    b = make_node("b", registry=settings)
     assert pull.warm(b, ref).ok
     assert read_cache_file(b, ref.local_image(e3.tag), "two") == b"2" * 5000
     assert read_cache_file(b, ref.local_image(e3.tag), "three") == b"3"
@@ -472,10 +472,10 @@ def half_written(store) -> list[str]:
     return bad
 
 
-def test_scratch_of_a_killed_pass_is_swept_by_the_next(sync_node, registry, unique_prefix):
+def test_scratch_of_a_killed_pass_is_swept_by_the_next(make_node, registry, unique_prefix):
     from cachesync.oci import BlobStore
 
-    a = sync_node("a", registry=registry.settings(prefix=unique_prefix))
+    a = make_node("a", registry=registry.settings(prefix=unique_prefix))
     store = BlobStore(a.state.blobs).ensure()
     (store.root / ".compress-x1y2" / "out").mkdir(parents=True)
     (store.root / ".compress-x1y2" / "out" / "oci-put-blob1").write_bytes(b"half")
@@ -490,11 +490,11 @@ def test_scratch_of_a_killed_pass_is_swept_by_the_next(sync_node, registry, uniq
 
 @pytest.mark.parametrize("moment", [0.05, 0.3, 0.7, 1.0, 1.5, AFTER_MANIFEST])
 def test_kill_9_at_any_moment_then_restart_publishes_each_commit_once(
-        sync_node, registry, unique_prefix, tmp_path, moment):
+        make_node, registry, unique_prefix, tmp_path, moment):
     from cachesync.oci import BlobStore
 
     settings = registry.settings(prefix=unique_prefix)
-    a = sync_node("a", registry=settings)
+    a = make_node("a", registry=settings)
     ref = CacheRef("ci", "killed")
     entries = [commit_generation(a, ref, {"small": b"1"}),
                commit_generation(a, ref, {"big.bin": os.urandom(96 * 1024 * 1024)}),
