@@ -52,7 +52,7 @@ def run(image: str, *argv: str, args: tuple[str, ...] = (), entrypoint: str | No
     try:
         return sh(*cmd, image, *argv, check=check)
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
 
 
 def test_image_runs_the_cli_and_the_tools(helper_image):
@@ -208,7 +208,7 @@ def test_provisioner_runs_in_the_image_as_its_deployment_runs_it(helper_image, t
             pods = [r for r in api.sent("POST") if r["path"].endswith("/pods")]
             assert pods, f"no setup pod created; logs:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
         finally:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+            subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
     pod = pods[0]["body"]
     assert pod["spec"]["containers"][0]["image"] == "example.org/cachesync:test"
     assert pod["spec"]["nodeName"] == "worker-a"
