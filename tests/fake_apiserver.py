@@ -86,3 +86,17 @@ def serve(host: str = "127.0.0.1") -> Iterator[Api]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def route_claim_to_provision(api: Api, claim: dict) -> None:
+    """Answers for provisioning ``claim`` (ci/gradle-cache of k8s_objects): its StorageClass,
+    node and namespace, and accepts the finalizer patch, the setup Pod and the events."""
+    from k8s_objects import namespace, node, storage_class
+
+    api.on("GET", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+    api.on("GET", "/apis/storage.k8s.io/v1/storageclasses/cachesync", (200, storage_class()))
+    api.on("GET", "/api/v1/nodes/worker-a", (200, node()))
+    api.on("GET", "/api/v1/namespaces/ci", (200, namespace()))
+    api.on("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
+    api.on("POST", "/api/v1/namespaces/cachesync/pods", (201, {}))
+    api.on("POST", "/api/v1/namespaces/ci/events", (201, {}))

@@ -170,8 +170,8 @@ def test_provisioner_runs_in_the_image_as_its_deployment_runs_it(helper_image, t
 
     import yaml
 
-    from fake_apiserver import serve
-    from k8s_objects import namespace, node, pvc, storage_class
+    from fake_apiserver import route_claim_to_provision, serve
+    from k8s_objects import pvc
 
     claim = pvc()
     token = "image-test-token"
@@ -180,13 +180,7 @@ def test_provisioner_runs_in_the_image_as_its_deployment_runs_it(helper_image, t
                             ("/api/v1/persistentvolumes", []), ("/api/v1/pods", []),
                             ("/api/v1/namespaces/cachesync/pods", [])):
             api.on("GET", path, (200, {"metadata": {"resourceVersion": "1"}, "items": items}))
-        api.on("GET", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
-        api.on("GET", "/apis/storage.k8s.io/v1/storageclasses/cachesync", (200, storage_class()))
-        api.on("GET", "/api/v1/nodes/worker-a", (200, node()))
-        api.on("GET", "/api/v1/namespaces/ci", (200, namespace()))
-        api.on("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
-        api.on("POST", "/api/v1/namespaces/cachesync/pods", (201, {}))
-        api.on("POST", "/api/v1/namespaces/ci/events", (201, {}))
+        route_claim_to_provision(api, claim)
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",

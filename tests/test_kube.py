@@ -170,19 +170,14 @@ def test_watch_expired_raises_for_a_relist(api):
 def test_controller_over_http_provisions_a_claim(api):
     """kube.py and the controller together, over HTTP: one pass over a fresh claim reads what
     it needs and sends the finalizer patch, the setup Pod and the event."""
-    from k8s_objects import namespace, node, pvc, storage_class
+    from fake_apiserver import route_claim_to_provision
+    from k8s_objects import pvc
     from provisioner.config import Settings
     from provisioner.controller import Controller
 
     claim = pvc()
     uid = claim["metadata"]["uid"]
-    api.on("GET", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
-    api.on("GET", "/apis/storage.k8s.io/v1/storageclasses/cachesync", (200, storage_class()))
-    api.on("GET", "/api/v1/nodes/worker-a", (200, node()))
-    api.on("GET", "/api/v1/namespaces/ci", (200, namespace()))
-    api.on("PATCH", "/api/v1/namespaces/ci/persistentvolumeclaims/gradle-cache", (200, claim))
-    api.on("POST", "/api/v1/namespaces/cachesync/pods", (201, {}))
-    api.on("POST", "/api/v1/namespaces/ci/events", (201, {}))
+    route_claim_to_provision(api, claim)
     outcome = Controller(make_kube(api.url), Settings(), clock=lambda: 1_800_000_000).reconcile(
         ("claim", "ci", "gradle-cache"))
     assert outcome.note == "setup started"
