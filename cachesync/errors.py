@@ -28,7 +28,7 @@ def shorten(text: str | bytes | None, limit: int = MAX_DETAIL) -> str:
         return ""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    line = " ".join(text.split())
+    line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -18,17 +18,14 @@ Only ``kube.py`` creates ``KubeError``s, from ``ApiException`` or urllib3 errors
 
 from __future__ import annotations
 
+from cachesync.errors import shorten as _shorten
+
 MAX_DETAIL = 300
 
 
 def shorten(text: str | bytes | None, limit: int = MAX_DETAIL) -> str:
-    """One line of at most ``limit`` characters."""
-    if text is None:
-        return ""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    """One line of at most ``limit`` characters (cachesync's, with the provisioner's limit)."""
+    return _shorten(text, limit)
 
 
 class ProvisionerError(Exception):
